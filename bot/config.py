@@ -1,0 +1,128 @@
+"""Settings read from the environment (SPEC §4); a `.env` file may supply them."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Self
+
+from dotenv import load_dotenv
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".data")
+    port: int = 8080
+    host: str = "0.0.0.0"
+    whatsapp_phone_id: str = ""
+    whatsapp_token: str = ""
+    whatsapp_app_secret: str = ""
+    whatsapp_verify_token: str = ""
+    whatsapp_api_url: str = "https://graph.facebook.com"
+    whatsapp_api_version: str = "23.0"
+    events_secret: str = ""
+    billing_backend: str = "local"
+    whmcs_url: str = ""
+    whmcs_identifier: str = ""
+    whmcs_secret: str = ""
+    whmcs_access_key: str = ""
+    # Where an unidentified customer is sent to fix the phone on their account.
+    panel_details_url: str = "https://www.paneldecliente.com/clientarea.php?action=details"
+    # Region used to read account phones written without a country code.
+    default_region: str = "AR"
+    # Local time for anything shown to a customer.
+    display_timezone: str = "America/Argentina/Buenos_Aires"
+    # A conversation idle this long starts again from the menu.
+    session_ttl_minutes: int = 30
+    # Cloud API throughput: 80 msg/s per number by default, up to 1,000 once upgraded.
+    send_rate_per_second: float = 80.0
+    # WhatsApp's pair limit: about one message every 6 s to one user, short bursts allowed.
+    recipient_interval_seconds: float = 6.0
+    recipient_burst: int = 20
+    send_concurrency: int = 64
+    send_max_attempts: int = 8
+    send_timeout_seconds: float = 20.0
+    # A send whose outcome is unknown (the process died or timed out after the request
+    # left) is re-sent only if no status webhook has told us about it after this long.
+    ambiguous_after_seconds: float = 300.0
+    dispatch_concurrency: int = 8
+    inbox_max_attempts: int = 3
+    webhook_max_bytes: int = 3 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, *, dotenv: bool = True) -> Self:
+        if env is None:
+            if dotenv:
+                load_dotenv(override=False)
+            env = dict(os.environ)
+        backend = env.get("BILLING_BACKEND", "local").strip() or "local"
+        if backend not in ("local", "whmcs"):
+            raise ConfigError(f"BILLING_BACKEND must be 'local' or 'whmcs', got {backend!r}")
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            data_dir=Path(env.get("DATA_DIR") or ".data"),
+            port=_int(env, "PORT", 8080),
+            host=env.get("HOST", "0.0.0.0"),
+            whatsapp_phone_id=env.get("WHATSAPP_PHONE_ID", ""),
+            whatsapp_token=env.get("WHATSAPP_TOKEN", ""),
+            whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),
+            whatsapp_verify_token=env.get("WHATSAPP_VERIFY_TOKEN", ""),
+            whatsapp_api_url=(env.get("WHATSAPP_API_URL") or "https://graph.facebook.com").rstrip(
+                "/"
+            ),
+            whatsapp_api_version=env.get("WHATSAPP_API_VERSION", "23.0"),
+            events_secret=env.get("EVENTS_SECRET", ""),
+            billing_backend=backend,
+            whmcs_url=env.get("WHMCS_URL", ""),
+            whmcs_identifier=env.get("WHMCS_IDENTIFIER", ""),
+            whmcs_secret=env.get("WHMCS_SECRET", ""),
+            whmcs_access_key=env.get("WHMCS_ACCESS_KEY", ""),
+            panel_details_url=env.get("PANEL_DETAILS_URL", cls.panel_details_url),
+            default_region=env.get("DEFAULT_REGION", "AR"),
+            display_timezone=env.get("DISPLAY_TIMEZONE", cls.display_timezone),
+            session_ttl_minutes=_int(env, "SESSION_TTL_MINUTES", 30),
+            send_rate_per_second=_float(env, "SEND_RATE_PER_SECOND", 80.0),
+            recipient_interval_seconds=_float(env, "RECIPIENT_INTERVAL_SECONDS", 6.0),
+            recipient_burst=_int(env, "RECIPIENT_BURST", 20),
+            send_concurrency=_int(env, "SEND_CONCURRENCY", 64),
+            send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", 8),
+            send_timeout_seconds=_float(env, "SEND_TIMEOUT_SECONDS", 20.0),
+            ambiguous_after_seconds=_float(env, "AMBIGUOUS_AFTER_SECONDS", 300.0),
+            dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 8),
+            inbox_max_attempts=_int(env, "INBOX_MAX_ATTEMPTS", 3),
+            webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", 3 * 1024 * 1024),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_json=env.get("LOG_FORMAT", "json").lower() != "text",
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]

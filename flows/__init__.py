@@ -1,0 +1,1 @@
+"""Conversation logic: pure, no HTTP and no SQL."""
