@@ -1,0 +1,131 @@
+"""The aiohttp application: webhook, health, metrics, and the background workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot import metrics, webhook
+from bot.config import Settings
+from bot.dispatcher import Dispatcher
+from bot.sender import Sender
+from bot.wa_client import CloudAPI
+from bot.webhook import POOL, SETTINGS
+from flows.billing import Billing
+from flows.catalog import default_catalog
+from store import db
+from store.billing_local import LocalBilling
+from store.migrate import migrate
+from store.outbox import counts_by_status
+
+log = logging.getLogger(__name__)
+
+BILLING: web.AppKey[Billing] = web.AppKey("billing")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def no_500(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Whatever breaks inside, the caller gets a clear JSON answer, never a bare 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        log.error("%s %s: service unavailable: %s", request.method, request.path, e)
+        return web.json_response({"error": "temporarily unavailable"}, status=503)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": "temporarily unavailable"}, status=503)
+
+
+def make_billing(settings: Settings, pool: asyncpg.Pool) -> Billing:
+    if settings.billing_backend == "local":
+        return LocalBilling(pool, default_region=settings.default_region)
+    raise NotImplementedError("the WHMCS backend arrives with the billing-backends issue")
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    dsn = await asyncio.to_thread(db.resolve_database_url, settings.database_url, settings.data_dir)
+    pool = await db.create_pool(dsn, max_size=settings.dispatch_concurrency + 12)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool
+
+
+def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
+    app = web.Application(client_max_size=settings.webhook_max_bytes, middlewares=[no_500])
+    app[SETTINGS] = settings
+    app.router.add_get("/webhook", webhook.verify)
+    app.router.add_post("/webhook", webhook.receive)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        pool = await open_pool(settings)
+        app[POOL] = pool
+        billing = make_billing(settings, pool)
+        app[BILLING] = billing
+        tasks: list[asyncio.Task[None]] = []
+        dispatcher: Dispatcher | None = None
+        sender: Sender | None = None
+        cloud: CloudAPI | None = None
+        if workers:
+            dispatcher = Dispatcher(pool, settings, billing, default_catalog())
+            cloud = CloudAPI(
+                api_url=settings.whatsapp_api_url,
+                phone_id=settings.whatsapp_phone_id,
+                token=settings.whatsapp_token,
+                api_version=settings.whatsapp_api_version,
+                timeout=settings.send_timeout_seconds,
+                max_connections=settings.send_concurrency,
+            )
+            sender = Sender(pool, settings, cloud)
+            tasks = [
+                asyncio.create_task(dispatcher.run(), name="dispatcher"),
+                asyncio.create_task(sender.run(), name="sender"),
+            ]
+        yield
+        if dispatcher is not None:
+            dispatcher.stop()
+        if sender is not None:
+            sender.stop()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=10)
+        if cloud is not None:
+            await cloud.close()
+        await pool.close()
+
+    app.cleanup_ctx.append(resources)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            await request.app[POOL].fetchval("SELECT 1")
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        return web.json_response({"status": "unavailable", "database": str(e)}, status=503)
+    return web.json_response({"status": "ok", "database": "ok"})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        async with pool.acquire() as conn:
+            counts = await counts_by_status(conn)
+            pending = await conn.fetchval("SELECT count(*) FROM inbox WHERE status = 'pending'")
+        for status in ("pending", "sending", "accepted", "sent", "delivered", "read", "failed"):
+            metrics.OUTBOX.labels(status=status).set(counts.get(status, 0))
+        metrics.INBOX_PENDING.set(pending)
+    return web.Response(
+        body=generate_latest(metrics.REGISTRY),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )

@@ -1,0 +1,230 @@
+"""The outbox sender: claims rows within the limits, sends them, records what happened.
+
+- Global budget and per-recipient pacing come from `store.outbox.claim` (shared by all
+  processes). One recipient's messages leave one at a time, in order.
+- Transient errors (SPEC §5) are retried with exponential backoff and jitter; permanent
+  ones fail the row at once.
+- A request that may have reached Meta (read timeout, dropped connection) is *not*
+  re-sent: the row stays `sending` until a status webhook (which echoes our id in
+  biz_opaque_callback_data) settles it, or until a long silence proves Meta never got it.
+- Outside the 24 h window a message goes as its template, or fails visibly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import asyncpg
+import httpx
+from pywa_async.errors import WhatsAppError
+
+from bot import metrics
+from bot.config import Settings
+from bot.listener import Wakeup
+from flows.outbound import Message, Template, from_json, limit_violations
+from store import outbox
+from store.inbox import OUTBOX_CHANNEL
+
+log = logging.getLogger(__name__)
+
+WINDOW = timedelta(hours=24)
+WINDOW_CLOSED = 131047
+THROUGHPUT = 130429
+PAIR_LIMIT = 131056
+TRANSIENT = {130429, 131000, 131016, 131056, 131057}
+# An invalid or expired token is our misconfiguration, not the message's fault: keep the
+# message and retry slowly, loudly, until someone fixes the token.
+AUTH = {0, 10, 190, 200}
+SWEEP_EVERY_SECONDS = 10.0
+IDLE_WAIT_SECONDS = 1.0
+
+
+class Transport(Protocol):
+    async def send(self, to: str, message: Message | Template, *, tracker: str) -> str: ...
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with jitter: about base·2^(attempt-1), never above cap."""
+    ceiling = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class Sender:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, transport: Transport) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.transport = transport
+        self.pacing = outbox.Pacing(
+            rate_per_second=settings.send_rate_per_second,
+            recipient_interval_seconds=settings.recipient_interval_seconds,
+            recipient_burst=settings.recipient_burst,
+        )
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.send_concurrency)
+        self._results: asyncio.Queue[outbox.Outcome] = asyncio.Queue()
+        self._wake = Wakeup(pool, OUTBOX_CHANNEL)
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._wake.start()
+        writer = asyncio.create_task(self._write_results(), name="outbox-writer")
+        sweeper = asyncio.create_task(self._sweep(), name="outbox-sweeper")
+        try:
+            await self._claim_loop()
+        finally:
+            for task in (sweeper,):
+                task.cancel()
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+            self._stopping.set()
+            await writer
+            await self._wake.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.settings.send_concurrency - len(self._inflight)
+            if free <= 0:
+                await self._wait_any(timeout=IDLE_WAIT_SECONDS)
+                continue
+            try:
+                async with self.pool.acquire() as conn:
+                    claim = await outbox.claim(conn, free, self.pacing)
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("outbox claim failed: %s", e)
+                await asyncio.sleep(1.0)
+                continue
+            for send in claim.sends:
+                task = asyncio.create_task(self._send(send))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if claim.sends and len(claim.sends) == free:
+                continue
+            if claim.budget_wait > 0:
+                await asyncio.sleep(claim.budget_wait)
+                continue
+            await self._wake.wait(IDLE_WAIT_SECONDS)
+
+    async def _wait_any(self, timeout: float) -> None:
+        if not self._inflight:
+            return
+        await asyncio.wait(self._inflight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _send(self, send: outbox.ClaimedSend) -> None:
+        started = asyncio.get_running_loop().time()
+        outcome = await self.deliver(send)
+        metrics.SEND_SECONDS.observe(asyncio.get_running_loop().time() - started)
+        await self._results.put(outcome)
+
+    async def deliver(self, send: outbox.ClaimedSend) -> outbox.Outcome:
+        try:
+            message = from_json(send.message)
+            template = from_json(send.template) if send.template else None
+        except (KeyError, ValueError, TypeError) as e:
+            return outbox.Failed(send.id, None, f"malformed outbox row: {e}")
+        now = datetime.now(UTC)
+        window_open = send.last_inbound_at is not None and now - send.last_inbound_at < WINDOW
+        payload: Message | Template = message
+        sent_as = "message"
+        if send.force_template or not window_open or isinstance(message, Template):
+            if template is None and not isinstance(message, Template):
+                metrics.SEND_ERRORS.labels(code="window_closed").inc()
+                log.warning("outbox %s: outside the 24 h window and no template", send.id)
+                return outbox.Failed(
+                    send.id,
+                    WINDOW_CLOSED,
+                    "outside the 24 h window and the message has no template",
+                )
+            payload = template if template is not None else message
+            sent_as = "template"
+        problems = limit_violations(payload)
+        if problems:
+            metrics.SEND_ERRORS.labels(code="invalid").inc()
+            log.error("outbox %s breaks WhatsApp limits: %s", send.id, "; ".join(problems))
+            return outbox.Failed(send.id, None, "breaks WhatsApp limits: " + "; ".join(problems))
+        try:
+            wamid = await self.transport.send(send.recipient, payload, tracker=str(send.id))
+        except WhatsAppError as e:
+            fallback = template if isinstance(template, Template) else None
+            return await self._on_error(send, e.code, str(getattr(e, "message", e)), fallback)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            # The request never left: safe to send again.
+            metrics.SEND_ERRORS.labels(code="connect").inc()
+            return self._retry_or_fail(send, None, f"connection failed: {e!r}")
+        except httpx.HTTPError as e:
+            metrics.SEND_ERRORS.labels(code="ambiguous").inc()
+            log.warning("outbox %s: outcome unknown (%r); waiting for a status", send.id, e)
+            return outbox.Unknown(send.id, f"outcome unknown: {e!r}")
+        metrics.SENDS.labels(sent_as=sent_as).inc()
+        return outbox.Accepted(send.id, wamid, sent_as)
+
+    async def _on_error(
+        self, send: outbox.ClaimedSend, code: int, text: str, template: Template | None
+    ) -> outbox.Outcome:
+        metrics.SEND_ERRORS.labels(code=str(code)).inc()
+        if code == WINDOW_CLOSED:
+            if template is not None and not send.force_template:
+                return outbox.Retry(send.id, 0.0, code, text, as_template=True)
+            return outbox.Failed(send.id, code, text)
+        if code == PAIR_LIMIT:
+            async with self.pool.acquire() as conn:
+                await outbox.block_recipient(
+                    conn, send.recipient, self.settings.recipient_interval_seconds * send.attempts
+                )
+        elif code == THROUGHPUT:
+            async with self.pool.acquire() as conn:
+                await outbox.drain_budget(conn)
+        if code in TRANSIENT or 500 <= code <= 599:
+            return self._retry_or_fail(send, code, text)
+        if code in AUTH:
+            log.error("WhatsApp rejected our token (code %s): %s", code, text)
+            return outbox.Retry(send.id, backoff(send.attempts, base=30.0, cap=900.0), code, text)
+        return outbox.Failed(send.id, code, text)
+
+    def _retry_or_fail(
+        self, send: outbox.ClaimedSend, code: int | None, text: str
+    ) -> outbox.Outcome:
+        if send.attempts >= self.settings.send_max_attempts:
+            return outbox.Failed(send.id, code, f"gave up after {send.attempts} attempts: {text}")
+        return outbox.Retry(send.id, backoff(send.attempts), code, text)
+
+    async def _write_results(self) -> None:
+        """Record outcomes in small batches: one transaction for many sends."""
+        while True:
+            if self._stopping.is_set() and self._results.empty() and not self._inflight:
+                return
+            try:
+                first = await asyncio.wait_for(self._results.get(), timeout=0.2)
+            except TimeoutError:
+                continue
+            batch = [first]
+            while not self._results.empty() and len(batch) < 500:
+                batch.append(self._results.get_nowait())
+            for attempt in range(10):
+                try:
+                    async with self.pool.acquire() as conn:
+                        await outbox.record(conn, batch)
+                    break
+                except (OSError, asyncpg.PostgresError) as e:
+                    log.warning("recording send outcomes failed (%s), retrying", e)
+                    await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            self._wake.poke()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_SECONDS)
+            try:
+                async with self.pool.acquire() as conn:
+                    released = await outbox.release_ambiguous(
+                        conn, self.settings.ambiguous_after_seconds
+                    )
+                if released:
+                    log.warning("re-queued %d sends that never got an answer or status", released)
+            except (OSError, asyncpg.PostgresError) as e:
+                log.warning("outbox sweep failed: %s", e)

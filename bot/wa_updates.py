@@ -1,0 +1,212 @@
+"""Meta's webhook payload → the messages and statuses it carries.
+
+We parse the dict ourselves rather than through pywa: pywa reads only the first item of
+a batch and expects the 2026 shape. Here every entry, change, message and status is
+read, in both shapes (SPEC §5):
+
+- classic: `contacts[].wa_id`, `messages[].from` = the phone;
+- 2026: `contacts[].user_id` (business-scoped user id) is added, and for users with a
+  username the phone (`wa_id`, `from`) may be absent; the message then names its sender
+  with `from_user_id`. Status updates may come without `contacts`.
+
+The result is plain data: the handler stores it, the dispatcher acts on it later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Message types we read; anything else is answered with "I can only read text".
+_CHOICE_TYPES = {"interactive", "button"}
+_STATUS_ORDER = ("sent", "delivered", "read", "failed")
+
+
+class PayloadError(ValueError):
+    """The body is JSON but not a WhatsApp Business Account update."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    wamid: str
+    conversation_key: str
+    data: dict[str, Any]  # the normalised form kept in the inbox (flows.runtime.Inbound)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    wamid: str
+    status: str
+    outbox_id: int | None  # from biz_opaque_callback_data, our own id
+    recipient: str | None
+    timestamp: int | None
+    error_code: int | None
+    error_title: str | None
+
+
+@dataclass(slots=True)
+class ParsedUpdate:
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    foreign_phone_ids: list[str] = field(default_factory=list)
+    skipped: int = 0  # items without the fields we need (logged by the caller)
+
+
+def conversation_key(wa_id: str | None, user_id: str | None) -> str | None:
+    """The phone when we have it, otherwise the business-scoped user id."""
+    if wa_id:
+        return wa_id
+    if user_id:
+        return f"u:{user_id}"
+    return None
+
+
+def parse(payload: Any, phone_number_id: str) -> ParsedUpdate:
+    if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
+        raise PayloadError("not a whatsapp_business_account update")
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        raise PayloadError("'entry' must be a list")
+    out = ParsedUpdate()
+    for entry in entries:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        if not isinstance(changes, list):
+            out.skipped += 1
+            continue
+        for change in changes:
+            value = change.get("value") if isinstance(change, dict) else None
+            if not isinstance(value, dict):
+                out.skipped += 1
+                continue
+            metadata = value.get("metadata")
+            their_phone_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+            if phone_number_id and their_phone_id != phone_number_id:
+                out.foreign_phone_ids.append(str(their_phone_id))
+                continue
+            _parse_value(value, out)
+    return out
+
+
+def _parse_value(value: dict[str, Any], out: ParsedUpdate) -> None:
+    contacts = [c for c in _list(value.get("contacts")) if isinstance(c, dict)]
+    for msg in _list(value.get("messages")):
+        item = _message(msg, contacts) if isinstance(msg, dict) else None
+        if item is None:
+            out.skipped += 1
+        else:
+            out.messages.append(item)
+    for status in _list(value.get("statuses")):
+        parsed = _status(status) if isinstance(status, dict) else None
+        if parsed is None:
+            out.skipped += 1
+        else:
+            out.statuses.append(parsed)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _contact_for(msg: dict[str, Any], contacts: list[dict[str, Any]]) -> dict[str, Any]:
+    sender_phone = msg.get("from")
+    sender_user = msg.get("from_user_id")
+    for c in contacts:
+        if (sender_phone and c.get("wa_id") == sender_phone) or (
+            sender_user and c.get("user_id") == sender_user
+        ):
+            return c
+    # One contact and one sender: Meta pairs them even when the keys differ in shape.
+    return contacts[0] if len(contacts) == 1 else {}
+
+
+def _message(msg: dict[str, Any], contacts: list[dict[str, Any]]) -> InboundMessage | None:
+    wamid = msg.get("id")
+    if not isinstance(wamid, str) or not wamid:
+        return None
+    contact = _contact_for(msg, contacts)
+    wa_id = _str(msg.get("from")) or _str(contact.get("wa_id"))
+    user_id = _str(msg.get("from_user_id")) or _str(contact.get("user_id"))
+    key = conversation_key(wa_id, user_id)
+    if key is None:
+        return None
+    profile = contact.get("profile") if isinstance(contact.get("profile"), dict) else {}
+    mtype = _str(msg.get("type")) or "unknown"
+    data: dict[str, Any] = {
+        "wamid": wamid,
+        "type": mtype,
+        "wa_id": wa_id,
+        "user_id": user_id,
+        "name": _str(profile.get("name")) if profile else None,
+        "timestamp": _str(msg.get("timestamp")),
+        "raw": msg,
+    }
+    data.update(_content(mtype, msg))
+    return InboundMessage(wamid=wamid, conversation_key=key, data=data)
+
+
+def _content(mtype: str, msg: dict[str, Any]) -> dict[str, Any]:
+    if mtype == "text":
+        body = msg.get("text", {}).get("body") if isinstance(msg.get("text"), dict) else None
+        return {"kind": "text", "text": body if isinstance(body, str) else ""}
+    if mtype in _CHOICE_TYPES:
+        reply = _choice(msg)
+        if reply is not None:
+            choice_id, title = reply
+            return {"kind": "choice", "choice_id": choice_id, "text": title}
+    if mtype == "reaction":
+        return {"kind": "reaction"}
+    if mtype == "system":
+        system = msg.get("system") if isinstance(msg.get("system"), dict) else {}
+        assert isinstance(system, dict)
+        return {
+            "kind": "system",
+            "system_type": _str(system.get("type")),
+            # New payloads carry `wa_id`, older ones `new_wa_id`.
+            "new_wa_id": _str(system.get("wa_id")) or _str(system.get("new_wa_id")),
+        }
+    return {"kind": "unsupported"}
+
+
+def _choice(msg: dict[str, Any]) -> tuple[str, str] | None:
+    interactive = msg.get("interactive")
+    if isinstance(interactive, dict):
+        for key in ("button_reply", "list_reply"):
+            reply = interactive.get(key)
+            if isinstance(reply, dict) and isinstance(reply.get("id"), str):
+                return reply["id"], _str(reply.get("title")) or ""
+    button = msg.get("button")  # a quick-reply button of a template
+    if isinstance(button, dict):
+        payload = _str(button.get("payload")) or _str(button.get("text"))
+        if payload:
+            return payload, _str(button.get("text")) or ""
+    return None
+
+
+def _status(status: dict[str, Any]) -> StatusUpdate | None:
+    wamid = _str(status.get("id"))
+    state = _str(status.get("status"))
+    if not wamid or state not in _STATUS_ORDER:
+        return None
+    opaque = _str(status.get("biz_opaque_callback_data"))
+    outbox_id = int(opaque) if opaque and opaque.isdigit() and len(opaque) < 19 else None
+    errors = _list(status.get("errors"))
+    first_error = errors[0] if errors and isinstance(errors[0], dict) else {}
+    code = first_error.get("code")
+    ts = _str(status.get("timestamp"))
+    return StatusUpdate(
+        wamid=wamid,
+        status=state,
+        outbox_id=outbox_id,
+        recipient=_str(status.get("recipient_id")) or _str(status.get("recipient_user_id")),
+        timestamp=int(ts) if ts and ts.isdigit() else None,
+        error_code=code if isinstance(code, int) else None,
+        error_title=_str(first_error.get("title")) or _str(first_error.get("message")),
+    )
+
+
+def _str(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None

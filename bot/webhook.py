@@ -1,0 +1,121 @@
+"""GET/POST /webhook: Meta's handshake, and its updates stored without any conversation
+work in the request (verify, store, answer).
+
+Status codes: 200 stored (or nothing to store); 400 malformed JSON; 401 signature
+missing; 403 signature wrong; 413 body over the limit; 503 when we cannot store it right
+now (Meta retries non-200 answers for days, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from bot import metrics
+from bot.config import Settings
+from bot.signatures import SignatureCheck, check
+from bot.wa_updates import PayloadError, parse
+from store import inbox
+
+log = logging.getLogger(__name__)
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+
+
+def _error(status: int, outcome: str, message: str) -> web.Response:
+    metrics.WEBHOOKS.labels(outcome=outcome).inc()
+    return web.json_response({"error": message}, status=status)
+
+
+async def verify(request: web.Request) -> web.Response:
+    """Meta's subscription handshake: echo hub.challenge when the token matches."""
+    settings = request.app[SETTINGS]
+    q = request.query
+    token = settings.whatsapp_verify_token
+    if (
+        q.get("hub.mode") == "subscribe"
+        and token
+        and q.get("hub.verify_token") == token
+        and q.get("hub.challenge") is not None
+    ):
+        return web.Response(text=q["hub.challenge"])
+    return web.json_response({"error": "verification failed"}, status=403)
+
+
+async def receive(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if not settings.whatsapp_app_secret:
+        log.error("WHATSAPP_APP_SECRET is not set: refusing webhooks")
+        return _error(503, "not_configured", "webhook secret not configured")
+    if request.content_length is not None and request.content_length > settings.webhook_max_bytes:
+        return _error(413, "too_large", "body too large")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "too_large", "body too large")
+    if len(body) > settings.webhook_max_bytes:
+        return _error(413, "too_large", "body too large")
+
+    signature = check(
+        body, settings.whatsapp_app_secret, request.headers.get("X-Hub-Signature-256")
+    )
+    if signature is SignatureCheck.MISSING:
+        return _error(401, "unsigned", "missing X-Hub-Signature-256")
+    if signature is SignatureCheck.INVALID:
+        log.warning("webhook with a wrong signature from %s", request.remote)
+        return _error(403, "forged", "invalid signature")
+
+    try:
+        text = body.decode("utf-8")
+        payload = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return _error(400, "malformed", "body is not valid JSON")
+    try:
+        parsed = parse(payload, settings.whatsapp_phone_id)
+    except PayloadError as e:
+        # Signed by Meta but not an update we know: retrying would not help.
+        log.warning("webhook ignored: %s", e)
+        metrics.WEBHOOKS.labels(outcome="ignored").inc()
+        return web.json_response({"status": "ignored"})
+    for phone_id in parsed.foreign_phone_ids:
+        log.warning("webhook change for another phone_number_id %s ignored", phone_id)
+    if parsed.skipped:
+        log.warning("webhook: %d items without the fields we need, skipped", parsed.skipped)
+
+    messages = [inbox.NewMessage(m.wamid, m.conversation_key, m.data) for m in parsed.messages]
+    statuses = [
+        inbox.Status(
+            wamid=s.wamid,
+            status=s.status,
+            outbox_id=s.outbox_id,
+            at=datetime.fromtimestamp(s.timestamp, UTC) if s.timestamp else None,
+            error_code=s.error_code,
+            error_title=s.error_title,
+        )
+        for s in parsed.statuses
+    ]
+    if not messages and not statuses:
+        metrics.WEBHOOKS.labels(outcome="empty").inc()
+        return web.json_response({"status": "ok"})
+    try:
+        result = await inbox.accept(
+            request.app[POOL],
+            text,
+            messages,
+            statuses,
+            max_send_attempts=settings.send_max_attempts,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        log.error("webhook not stored, asking Meta to retry: %s", e)
+        return _error(503, "unavailable", "temporarily unavailable")
+    metrics.WEBHOOK_MESSAGES.inc(result.new)
+    for s in parsed.statuses:
+        metrics.WEBHOOK_STATUSES.labels(status=s.status).inc()
+    outcome = "duplicate" if messages and result.new == 0 and not statuses else "accepted"
+    metrics.WEBHOOKS.labels(outcome=outcome).inc()
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,148 @@
+"""Free text to one of the options on screen.
+
+Customers type instead of tapping: "preguntas frecuntes", "quiero subir mi plan", "2".
+Each option has keyword phrases (from `messages_es`); the text is folded (lower case,
+no accents, no punctuation or emoji) and every keyword is compared, with rapidfuzz, to
+every run of words of about its length in the text. That tolerates typos without
+letting "baja" match inside "trabajar". A match needs a score over the cut-off and a
+clear margin over the runner-up, and a keyword preceded by a negation ("no quiero
+salir") does not count.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from rapidfuzz import fuzz
+
+CUTOFF = 85.0
+MARGIN = 8.0
+# A long message is not a menu choice; only its first words are compared.
+MAX_WORDS = 40
+# How many words before a keyword a negation still applies to.
+NEGATION_REACH = 3
+
+_NON_WORD = re.compile(r"[^0-9a-z]+")
+_NUMBER_CHOICE = re.compile(r"^(?:(?:opcion|numero|nro|n|la|el)\s+)?(\d{1,2})$")
+
+
+def fold(text: str) -> str:
+    """Lower case, accents and punctuation removed, spaces collapsed: 'Menú!' → 'menu'."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _NON_WORD.sub(" ", stripped).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """Something the customer can choose; `key` is what the flow acts on."""
+
+    key: str
+    keywords: tuple[str, ...]
+
+
+class Outcome(Enum):
+    MATCHED = "matched"
+    NUMBER = "number"
+    AMBIGUOUS = "ambiguous"
+    NEGATED = "negated"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    outcome: Outcome
+    key: str | None = None
+    score: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.key is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    score: float
+    negated: bool
+
+
+class Matcher:
+    """Matches text against options, given the language's negation words."""
+
+    def __init__(
+        self, negations: Iterable[str], *, cutoff: float = CUTOFF, margin: float = MARGIN
+    ) -> None:
+        self.negations = frozenset(fold(n) for n in negations)
+        self.cutoff = cutoff
+        self.margin = margin
+
+    def match(self, text: str, options: Sequence[Option], *, numbered: int | None = None) -> Match:
+        """The option the text means. The first `numbered` options (all by default) can
+        also be chosen by their number, as shown to the customer."""
+        folded = fold(text)
+        if not folded:
+            return Match(Outcome.NONE)
+        count = len(options) if numbered is None else numbered
+        number = _NUMBER_CHOICE.match(folded)
+        if number:
+            index = int(number.group(1)) - 1
+            if 0 <= index < count:
+                return Match(Outcome.NUMBER, options[index].key, 100.0)
+            return Match(Outcome.NONE)
+        words = folded.split()[:MAX_WORDS]
+        scored: list[tuple[float, str]] = []
+        negated_best = 0.0
+        for option in options:
+            best = 0.0
+            for keyword in option.keywords:
+                hit = self._score(words, fold(keyword).split())
+                if hit.negated:
+                    negated_best = max(negated_best, hit.score)
+                else:
+                    best = max(best, hit.score)
+            scored.append((best, option.key))
+        scored.sort(reverse=True)
+        top_score, top_key = scored[0] if scored else (0.0, "")
+        if top_score < self.cutoff:
+            if negated_best >= self.cutoff:
+                return Match(Outcome.NEGATED, score=negated_best)
+            return Match(Outcome.NONE, score=top_score)
+        runner_up = scored[1][0] if len(scored) > 1 else 0.0
+        if top_score - runner_up < self.margin:
+            return Match(Outcome.AMBIGUOUS, score=top_score)
+        return Match(Outcome.MATCHED, top_key, top_score)
+
+    def contains(self, text: str, keywords: Iterable[str]) -> bool:
+        """Whether one of the keywords is in the text, not negated (for global words)."""
+        words = fold(text).split()[:MAX_WORDS]
+        for keyword in keywords:
+            hit = self._score(words, fold(keyword).split())
+            if hit.score >= self.cutoff and not hit.negated:
+                return True
+        return False
+
+    def _score(self, words: list[str], keyword: list[str]) -> _Hit:
+        if not keyword or not words:
+            return _Hit(0.0, False)
+        phrase = " ".join(keyword)
+        best = _Hit(0.0, False)
+        n = len(keyword)
+        for size in {max(1, n - 1), n, n + 1}:
+            for start in range(0, max(1, len(words) - size + 1)):
+                window = " ".join(words[start : start + size])
+                # Short keywords must match exactly: one typo in "si" is another word.
+                if len(phrase) <= 3:
+                    score = 100.0 if window == phrase else 0.0
+                else:
+                    score = fuzz.ratio(window, phrase)
+                if score > best.score or (score == best.score and best.negated):
+                    best = _Hit(score, self._negated(words, start))
+        return best
+
+    def _negated(self, words: list[str], start: int) -> bool:
+        before = words[max(0, start - NEGATION_REACH) : start]
+        return any(w in self.negations for w in before)

@@ -1,0 +1,214 @@
+"""The main menu, the frequent questions, alerts, and handing over to a person.
+
+Reached by any greeting, by the global word `menu`, and after a conversation expires.
+Customers we cannot identify by phone get the questions and a person, nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flows.runtime import Choice, Escalate, IdentityStatus, SetAlerts, Step
+
+# The frequent questions, in the order shown; answers come from the help pages.
+FAQ_TOPICS = (
+    "downgrade",
+    "upgrade_price",
+    "backups",
+    "domains",
+    "cancellation",
+    "transfer",
+    "phone",
+)
+
+# Options of the main menu that belong to conversations of later releases.
+COMING_SOON = ("upgrade", "transfer", "cancel")
+
+
+def _faq_choice(topic: str, *, hidden: bool = False) -> Choice:
+    return Choice(
+        id=f"faq:{topic}",
+        trigger="faq_answer",
+        title=f"faq.{topic}.title",
+        keywords=f"faq.{topic}.keywords",
+        description=f"faq.{topic}.description",
+        hidden=hidden,
+        sets=(("faq", topic),),
+    )
+
+
+class Menu(Step):
+    FLOW = "menu"
+    STATES: ClassVar[tuple[str, ...]] = (
+        "start",
+        "main",
+        "faq",
+        "faq_answer",
+        "alerts",
+        "coming_soon",
+        "offer_human",
+        "handed_over",
+        "ended",
+    )
+    TRANSITIONS: ClassVar[list[dict[str, Any]]] = [
+        {"trigger": "go_menu", "source": "*", "dest": "main"},
+        {"trigger": "go_faq", "source": "*", "dest": "faq"},
+        {"trigger": "go_alerts", "source": "*", "dest": "alerts"},
+        {"trigger": "go_human", "source": "*", "dest": "handed_over", "before": "escalate"},
+        {"trigger": "go_exit", "source": "*", "dest": "ended"},
+        {"trigger": "offer_human", "source": "*", "dest": "offer_human"},
+        {"trigger": "toggle_alerts", "source": "alerts", "dest": "alerts", "before": "toggle"},
+        {"trigger": "coming_soon", "source": "*", "dest": "coming_soon"},
+        {"trigger": "faq_answer", "source": "*", "dest": "faq_answer"},
+    ]
+
+    # -- choices per state ----------------------------------------------------------
+    @property
+    def identified(self) -> bool:
+        return self.identity.status is IdentityStatus.IDENTIFIED
+
+    def main_choices(self) -> list[Choice]:
+        human = Choice(
+            "human",
+            "go_human",
+            "menu.options.human.title",
+            "menu.options.human.keywords",
+            "menu.options.human.description",
+        )
+        faq = Choice(
+            "faq",
+            "go_faq",
+            "menu.options.faq.title",
+            "menu.options.faq.keywords",
+            "menu.options.faq.description",
+        )
+        hidden_faq = [_faq_choice(t, hidden=True) for t in FAQ_TOPICS]
+        if not self.identified:
+            return [faq, human, *hidden_faq]
+        soon = [
+            Choice(
+                o,
+                "coming_soon",
+                f"menu.options.{o}.title",
+                f"menu.options.{o}.keywords",
+                f"menu.options.{o}.description",
+                sets=(("soon", o),),
+            )
+            for o in COMING_SOON
+        ]
+        alerts = Choice(
+            "alerts",
+            "go_alerts",
+            "menu.options.alerts.title",
+            "menu.options.alerts.keywords",
+            "menu.options.alerts.description",
+        )
+        return [*soon, alerts, faq, human, *hidden_faq]
+
+    def choices(self) -> list[Choice]:
+        back = Choice("menu", "go_menu", "common.back_to_menu", "words.menu")
+        human = Choice(
+            "human", "go_human", "menu.options.human.title", "menu.options.human.keywords"
+        )
+        match self.state:
+            case "main" | "start" | "ended":
+                return self.main_choices()
+            case "faq":
+                return [*(_faq_choice(t) for t in FAQ_TOPICS), back]
+            case "faq_answer":
+                another = Choice("faq", "go_faq", "faq.another", "menu.options.faq.keywords")
+                return [another, back]
+            case "alerts":
+                key = "alerts.turn_off" if self._alerts_on else "alerts.turn_on"
+                toggle = Choice("alerts:toggle", "toggle_alerts", key, f"{key}_keywords")
+                return [toggle, back]
+            case "coming_soon" | "offer_human":
+                return [human, back]
+            case "handed_over":
+                return [back]
+        return []
+
+    async def understand(self) -> bool:
+        if self.state in ("start", "ended"):
+            # A first message (or the first after leaving): whatever it says, the answer
+            # is the menu, unless it already names one of the menu's options.
+            if not await super().understand():
+                await self.trigger("go_menu")
+            return True
+        if self.state == "handed_over" and not await super().understand():
+            self.say("menu.still_handed_over")
+            return True
+        if self.state == "alerts" and self.client is not None:
+            self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
+        return await super().understand()
+
+    # -- states -------------------------------------------------------------------
+    async def render_start(self) -> None:
+        await self.render_main()
+
+    async def render_main(self) -> None:
+        self.ctx.pop("faq", None)
+        self.ctx.pop("soon", None)
+        if self.identity.status is IdentityStatus.SEVERAL:
+            self.send(self.prompt(self.t("identity.several"), self.main_choices()))
+        elif not self.identified or self.client is None:
+            self.send(
+                self.prompt(
+                    self.t("identity.unknown", panel_url=self.deps.panel_details_url),
+                    self.main_choices(),
+                )
+            )
+        else:
+            body = self.t("menu.body", name=_first_name(self.client.name))
+            self.send(self.prompt(body, self.main_choices(), button=self.t("menu.button")))
+
+    async def render_faq(self) -> None:
+        self.send(self.prompt(self.t("faq.body"), self.choices(), button=self.t("faq.button")))
+
+    async def render_faq_answer(self) -> None:
+        topic = self.ctx.get("faq")
+        if topic not in FAQ_TOPICS:
+            await self.trigger("go_faq")
+            return
+        self.say(f"faq.{topic}.answer", panel_url=self.deps.panel_details_url)
+        self.send(self.prompt(self.t("faq.after_answer"), self.choices()))
+
+    _alerts_on: bool = True
+
+    async def render_alerts(self) -> None:
+        if self.client is None:
+            await self.trigger("go_menu")
+            return
+        if not hasattr(self, "_toggled"):
+            self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
+        status = self.t("alerts.status_on" if self._alerts_on else "alerts.status_off")
+        body = self.t("alerts.body", status=status, panel_url=self.deps.panel_details_url)
+        self.send(self.prompt(body, self.choices()))
+
+    def toggle(self) -> None:
+        assert self.client is not None
+        self._alerts_on = not self._alerts_on
+        self._toggled = True
+        self.effect(SetAlerts(self.client.id, self._alerts_on))
+        self.say("alerts.now_on" if self._alerts_on else "alerts.now_off")
+
+    async def render_coming_soon(self) -> None:
+        option = self.ctx.get("soon", "upgrade")
+        body = self.t(f"menu.coming_soon.{option}", panel_url=self.deps.panel_details_url)
+        self.send(self.prompt(body, self.choices()))
+
+    async def render_offer_human(self) -> None:
+        self.send(self.prompt(self.t("ladder.offer_human"), self.choices()))
+
+    def escalate(self) -> None:
+        self.effect(Escalate(reason="customer_request", summary=self.inbound.text[:500]))
+
+    async def render_handed_over(self) -> None:
+        self.send(self.prompt(self.t("menu.handed_over"), self.choices()))
+
+    async def render_ended(self) -> None:
+        self.say("menu.goodbye")
+
+
+def _first_name(name: str) -> str:
+    return name.split(maxsplit=1)[0] if name.strip() else name

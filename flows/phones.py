@@ -1,0 +1,60 @@
+"""Phone numbers as identity: the key a WhatsApp id and an account phone are compared on.
+
+WhatsApp ids are E.164 digits without `+`. Account phones are whatever the customer typed
+in the panel. Two real-world quirks make the naive comparison fail:
+
+- Argentina: mobile numbers are dialled internationally as +54 9 <area> <number>, and
+  WhatsApp ids carry that 9 (549111…), while account phones are often written
+  without it (+54 11 …) or with the domestic 15 prefix (011 15 …).
+- Mexico: until 2019 mobiles were dialled as +52 1 <10 digits>; WhatsApp ids of older
+  accounts still carry the 1 while phones written today do not (or vice versa).
+
+The key drops those mobile markers so both spellings meet.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+
+_ARGENTINA = 54
+_MEXICO = 52
+
+
+def phone_key(raw: str, default_region: str = "AR") -> str | None:
+    """The comparison key of a phone written by a person, or None if it is not a phone.
+
+    A number starting with `+` (or `00`) is read as international; anything else is read
+    in `default_region`, the country most customers are in.
+    """
+    text = raw.strip()
+    if not text:
+        return None
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return _key(number.country_code or 0, str(number.national_number))
+
+
+def wa_id_key(wa_id: str) -> str | None:
+    """The comparison key of a WhatsApp id (E.164 digits, no `+`)."""
+    digits = wa_id.strip().lstrip("+")
+    if not digits.isdigit():
+        return None
+    try:
+        number = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+    return _key(number.country_code or 0, str(number.national_number))
+
+
+def _key(country_code: int, national: str) -> str:
+    if (country_code == _ARGENTINA and len(national) == 11 and national.startswith("9")) or (
+        country_code == _MEXICO and len(national) == 11 and national.startswith("1")
+    ):
+        national = national[1:]
+    return f"{country_code}{national}"

@@ -1,0 +1,168 @@
+"""Storing what a webhook brings: inbound messages into the inbox, statuses onto the outbox.
+
+Runs inside the webhook request, so it is one short transaction and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from store.db import Conn
+
+INBOX_CHANNEL = "inbox"
+OUTBOX_CHANNEL = "outbox"
+
+# Meta error codes after which a message that failed *after* acceptance may be sent
+# again: Meta tells us it was not delivered, so a new attempt cannot double it.
+TRANSIENT_CODES = (130429, 131000, 131016, 131056, 131057)
+WINDOW_CLOSED = 131047
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    wamid: str
+    conversation_key: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    wamid: str
+    status: str
+    outbox_id: int | None
+    at: datetime | None
+    error_code: int | None
+    error_title: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    new: int
+    duplicates: int
+    statuses_applied: int
+
+
+def without_nul(value: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000; a customer cannot type it anyway."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+async def accept(
+    pool: asyncpg.Pool,
+    body: str,
+    messages: Sequence[NewMessage],
+    statuses: Sequence[Status],
+    *,
+    max_send_attempts: int = 8,
+) -> Accepted:
+    """Keep the raw body and the new messages (a known wamid is a no-op), apply statuses."""
+    new = 0
+    applied = 0
+    async with pool.acquire() as conn, conn.transaction():
+        if messages:
+            keys = sorted({m.conversation_key for m in messages})
+            # Per-conversation order is inbox id order. Taking each conversation's lock
+            # (in a fixed order, so no deadlock) makes ids commit in the order they are
+            # given: a later id of the same customer can never become visible first.
+            await conn.execute(
+                """
+                SELECT pg_advisory_xact_lock(h)
+                FROM (SELECT DISTINCT hashtextextended(k, 0) AS h
+                      FROM unnest($1::text[]) AS k ORDER BY 1) AS locks
+                """,
+                keys,
+            )
+            delivery_id = await conn.fetchval(
+                "INSERT INTO webhook_deliveries (body) VALUES ($1) RETURNING id",
+                body.replace("\x00", ""),
+            )
+            inserted = await conn.fetch(
+                """
+                INSERT INTO inbox (wamid, conversation_key, delivery_id, message)
+                SELECT w, k, $4, m
+                FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS t(w, k, m)
+                ON CONFLICT (wamid) DO NOTHING
+                RETURNING id
+                """,
+                [m.wamid for m in messages],
+                [m.conversation_key for m in messages],
+                [without_nul(m.data) for m in messages],
+                delivery_id,
+            )
+            new = len(inserted)
+            if new:
+                await conn.execute("SELECT pg_notify($1, '')", INBOX_CHANNEL)
+        if statuses:
+            applied = await apply_statuses(conn, statuses, max_send_attempts=max_send_attempts)
+    return Accepted(new=new, duplicates=len(messages) - new, statuses_applied=applied)
+
+
+async def apply_statuses(
+    conn: Conn, statuses: Sequence[Status], *, max_send_attempts: int = 8
+) -> int:
+    """Move outbox rows forward (never back). A row is found by our id echoed in
+    biz_opaque_callback_data, else by wamid. A failure Meta reports after accepting the
+    message is retried when it is transient, or re-sent as the template when the 24 h
+    window was closed; otherwise it stays failed."""
+    now = datetime.now(UTC)
+    result = await conn.fetch(
+        """
+        WITH s AS (
+            SELECT DISTINCT ON (coalesce(o.id, t.oid)) coalesce(o.id, t.oid) AS id,
+                   t.w, t.st, t.at, t.code, t.title
+            FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
+                        $5::int[], $6::text[]) AS t(w, oid, st, at, code, title)
+            LEFT JOIN outbox o ON t.oid IS NULL AND o.wamid = t.w
+            WHERE coalesce(o.id, t.oid) IS NOT NULL
+            ORDER BY coalesce(o.id, t.oid), outbox_status_rank(t.st) DESC
+        ), decided AS (
+            SELECT s.*, o.attempts,
+                   (s.st = 'failed' AND s.code = $8 AND o.template IS NOT NULL
+                        AND o.sent_as = 'message') AS as_template,
+                   (s.st = 'failed' AND s.code = ANY($7::int[])
+                        AND o.attempts < $9) AS again
+            FROM s JOIN outbox o ON o.id = s.id
+        )
+        UPDATE outbox o SET
+            status = CASE WHEN d.as_template OR d.again THEN 'pending' ELSE d.st END,
+            force_template = o.force_template OR d.as_template,
+            not_before = CASE WHEN d.again
+                THEN $10::timestamptz + make_interval(secs => least(300, 2 ^ d.attempts))
+                ELSE o.not_before END,
+            wamid = CASE WHEN d.as_template OR d.again THEN NULL
+                         ELSE coalesce(o.wamid, d.w) END,
+            status_at = d.at,
+            error_code = CASE WHEN d.st = 'failed' THEN d.code ELSE o.error_code END,
+            error_message = CASE WHEN d.st = 'failed' THEN d.title ELSE o.error_message END,
+            updated_at = $10
+        FROM decided d
+        WHERE o.id = d.id
+          AND outbox_status_rank(d.st) > outbox_status_rank(o.status)
+          AND o.status <> 'pending'
+        RETURNING o.id, o.status
+        """,
+        [s.wamid for s in statuses],
+        [s.outbox_id for s in statuses],
+        [s.status for s in statuses],
+        [s.at or now for s in statuses],
+        [s.error_code for s in statuses],
+        [s.error_title for s in statuses],
+        list(TRANSIENT_CODES),
+        WINDOW_CLOSED,
+        max_send_attempts,
+        now,
+    )
+    if any(r["status"] == "pending" for r in result):
+        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+    return len(result)

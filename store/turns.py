@@ -1,0 +1,312 @@
+"""The dispatcher's SQL: claim the next inbound message, lock its conversation, save the
+turn (state, replies, effects) and mark the message done — all in one transaction, so a
+process killed at any line leaves either nothing or everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from store.db import Conn
+from store.inbox import OUTBOX_CHANNEL, without_nul
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    inbox_id: int
+    wamid: str
+    conversation_key: str
+    data: dict[str, Any]
+    attempts: int
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRow:
+    id: int
+    key: str
+    wa_id: str | None
+    user_id: str | None
+    profile_name: str | None
+    client_id: str | None
+    state: str
+    context: dict[str, Any]
+    updated_at: datetime | None
+    last_inbound_at: datetime | None
+
+    @property
+    def recipient(self) -> str:
+        """Who replies go to: the phone when known, else the business-scoped user id."""
+        return self.wa_id or self.user_id or self.key
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRow:
+    message: dict[str, Any]
+    template: dict[str, Any] | None
+
+
+async def claim_next(conn: Conn) -> ClaimedMessage | None:
+    """The oldest pending message that heads its conversation, locked for this
+    transaction. Rows of a conversation wait behind its earlier ones (arrival order);
+    rows locked by other workers are skipped, so conversations run in parallel."""
+    row = await conn.fetchrow(
+        """
+        SELECT id, wamid, conversation_key, message, attempts, received_at
+        FROM inbox AS i
+        WHERE status = 'pending' AND not_before <= now()
+          AND NOT EXISTS (
+              SELECT 1 FROM inbox AS e
+              WHERE e.status = 'pending' AND e.conversation_key = i.conversation_key
+                AND e.id < i.id)
+        ORDER BY id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+        """
+    )
+    if row is None:
+        return None
+    return ClaimedMessage(
+        inbox_id=row["id"],
+        wamid=row["wamid"],
+        conversation_key=row["conversation_key"],
+        data=row["message"],
+        attempts=row["attempts"],
+        received_at=row["received_at"],
+    )
+
+
+_CONVERSATION_COLUMNS = """
+    id, key, wa_id, user_id, profile_name, client_id, flow_state, context,
+    updated_at, last_inbound_at
+"""
+
+
+def _conversation(row: asyncpg.Record) -> ConversationRow:
+    return ConversationRow(
+        id=row["id"],
+        key=row["key"],
+        wa_id=row["wa_id"],
+        user_id=row["user_id"],
+        profile_name=row["profile_name"],
+        client_id=row["client_id"],
+        state=row["flow_state"],
+        context=row["context"],
+        updated_at=row["updated_at"],
+        last_inbound_at=row["last_inbound_at"],
+    )
+
+
+async def lock_conversation(
+    conn: Conn,
+    key: str,
+    *,
+    wa_id: str | None,
+    user_id: str | None,
+    profile_name: str | None,
+    inbound_at: datetime | None,
+) -> ConversationRow:
+    """Create or lock the conversation and read its state *after* the lock is held (the
+    race aiogram's issue #1317 describes: state read before the lock is stale)."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO conversations (key, wa_id, user_id, profile_name, last_inbound_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (key) DO UPDATE SET
+            wa_id = coalesce(EXCLUDED.wa_id, conversations.wa_id),
+            user_id = coalesce(EXCLUDED.user_id, conversations.user_id),
+            profile_name = coalesce(EXCLUDED.profile_name, conversations.profile_name),
+            last_inbound_at = greatest(conversations.last_inbound_at, EXCLUDED.last_inbound_at)
+        RETURNING {_CONVERSATION_COLUMNS}
+        """,
+        key,
+        wa_id,
+        user_id,
+        without_nul(profile_name),
+        inbound_at,
+    )
+    assert row is not None
+    return _conversation(row)
+
+
+async def save_turn(
+    conn: Conn,
+    *,
+    conversation_id: int,
+    inbox_id: int,
+    state: str,
+    context: dict[str, Any],
+    client_id: str | None,
+    recipient: str,
+    replies: Sequence[OutgoingRow],
+    purpose: str = "reply",
+) -> None:
+    """Save the state, queue the replies in order, mark the message done (one statement)."""
+    await conn.execute(
+        """
+        WITH c AS (
+            UPDATE conversations SET flow_state = $2, context = $3, client_id = $4,
+                                     updated_at = now()
+            WHERE id = $1
+        ), o AS (
+            INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
+            SELECT $5, $1, $6, $9, m, t
+            FROM unnest($7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS x(m, t, n)
+            ORDER BY n
+            RETURNING id
+        ), i AS (
+            UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1
+            WHERE id = $6
+        )
+        SELECT pg_notify($10, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0
+        """,
+        conversation_id,
+        state,
+        without_nul(context),
+        client_id,
+        recipient,
+        inbox_id,
+        [without_nul(r.message) for r in replies],
+        [without_nul(r.template) if r.template else None for r in replies],
+        purpose,
+        OUTBOX_CHANNEL,
+    )
+
+
+async def queue_replies(
+    conn: Conn,
+    *,
+    conversation_id: int,
+    inbox_id: int | None,
+    recipient: str,
+    replies: Sequence[OutgoingRow],
+    purpose: str = "reply",
+) -> None:
+    await conn.execute(
+        """
+        WITH o AS (
+            INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
+            SELECT $1, $2, $3, $6, m, t
+            FROM unnest($4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS x(m, t, n)
+            ORDER BY n
+            RETURNING id
+        )
+        SELECT pg_notify($7, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0
+        """,
+        recipient,
+        conversation_id,
+        inbox_id,
+        [without_nul(r.message) for r in replies],
+        [without_nul(r.template) if r.template else None for r in replies],
+        purpose,
+        OUTBOX_CHANNEL,
+    )
+
+
+async def record_failure(
+    pool: asyncpg.Pool, inbox_id: int, error: str, *, max_attempts: int
+) -> bool:
+    """Count a failed attempt at a message (its transaction was rolled back). Returns
+    True when it has used up its attempts and is now marked failed."""
+    async with pool.acquire() as conn:
+        attempts = await conn.fetchval(
+            """
+            UPDATE inbox SET attempts = attempts + 1, last_error = $2,
+                status = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE status END,
+                not_before = now() + make_interval(secs => 2 ^ attempts)
+            WHERE id = $1 AND status = 'pending'
+            RETURNING attempts
+            """,
+            inbox_id,
+            error[:2000],
+            max_attempts,
+        )
+    return attempts is not None and attempts >= max_attempts
+
+
+# -- effects ---------------------------------------------------------------------------
+
+
+async def escalate(
+    conn: Conn,
+    conversation_id: int,
+    client_id: str | None,
+    reason: str,
+    detail: dict[str, Any],
+) -> None:
+    """Open an escalation unless the conversation already has an unresolved one."""
+    await conn.execute(
+        """
+        INSERT INTO escalations (conversation_id, client_id, reason, detail)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (conversation_id) WHERE status <> 'resolved'
+        DO UPDATE SET updated_at = now()
+        """,
+        conversation_id,
+        client_id,
+        reason,
+        without_nul(detail),
+    )
+
+
+async def set_alerts(conn: Conn, client_id: str, enabled: bool) -> None:
+    await conn.execute(
+        """
+        INSERT INTO alert_preferences (client_id, enabled) VALUES ($1, $2)
+        ON CONFLICT (client_id) DO UPDATE SET enabled = $2, updated_at = now()
+        """,
+        client_id,
+        enabled,
+    )
+
+
+async def alerts_enabled(conn: Conn, client_id: str) -> bool:
+    enabled = await conn.fetchval(
+        "SELECT enabled FROM alert_preferences WHERE client_id = $1", client_id
+    )
+    return True if enabled is None else bool(enabled)
+
+
+async def move_conversation(
+    conn: Conn,
+    conversation_id: int,
+    *,
+    old_wa_id: str,
+    new_wa_id: str,
+    client_id: str | None,
+) -> str:
+    """After a number change: the conversation follows the new number (unless that
+    number already has one) and a known customer's new number is linked to them.
+    Returns the recipient to use from now on."""
+    moved = await conn.fetchval(
+        """
+        UPDATE conversations SET key = $2, wa_id = $2
+        WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM conversations WHERE key = $2)
+        RETURNING wa_id
+        """,
+        conversation_id,
+        new_wa_id,
+    )
+    if client_id is not None:
+        await conn.execute(
+            """
+            INSERT INTO contact_links (wa_id, client_id, reason, previous_wa_id)
+            VALUES ($1, $2, 'number_changed', $3)
+            ON CONFLICT (wa_id) DO UPDATE SET client_id = $2, reason = 'number_changed',
+                previous_wa_id = $3, created_at = now()
+            """,
+            new_wa_id,
+            client_id,
+            old_wa_id or None,
+        )
+    return str(moved) if moved else new_wa_id
+
+
+async def linked_client(conn: Conn, wa_id: str) -> str | None:
+    value = await conn.fetchval("SELECT client_id FROM contact_links WHERE wa_id = $1", wa_id)
+    return str(value) if value is not None else None
