@@ -138,8 +138,8 @@ def limit_violations(message: Message | Template) -> list[str]:
             if not 1 <= len(rows) <= LIST_ROWS_MAX:
                 problems.append(f"{len(rows)} rows in all (1 to {LIST_ROWS_MAX})")
             for s in sections:
-                if len(sections) > 1:
-                    not_blank("section title", s.title)
+                # Meta needs titles when there are several sections; pywa always sends one.
+                not_blank("section title", s.title)
                 at_most(f"section {s.title!r} title", s.title, SECTION_TITLE_MAX)
             for r in rows:
                 not_blank(f"row {r.id!r} title", r.title)

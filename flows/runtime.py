@@ -245,7 +245,7 @@ class Step:
         return ListMessage(
             body=body,
             button=button or self.t("common.list_button"),
-            sections=(Section("", rows),),
+            sections=(Section(self.t("common.list_section"), rows),),
         )
 
     async def understand(self) -> bool:

@@ -7,7 +7,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -15,7 +15,10 @@ from asyncpg.pool import PoolConnectionProxy
 log = logging.getLogger(__name__)
 
 # What store functions take: a connection of a pool, or one opened by itself.
-Conn = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+if TYPE_CHECKING:
+    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+else:
+    Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 def embedded_database_url(data_dir: Path) -> str:
@@ -41,7 +44,7 @@ def resolve_database_url(database_url: str | None, data_dir: Path) -> str:
     return embedded_database_url(data_dir)
 
 
-async def _init_connection(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+async def _init_connection(conn: Conn) -> None:
     # jsonb columns come back as Python objects, and go in from them.
     await conn.set_type_codec(
         "jsonb", encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"

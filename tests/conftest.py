@@ -1,0 +1,75 @@
+"""Test fixtures: a real PostgreSQL database per test session (on the server at
+127.0.0.1:5432, or TEST_PG_DSN), emptied between tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from store import db
+from store.billing_local import LocalBilling
+from store.migrate import migrate
+from tests.billing_fixture import BILLING
+
+ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+_TABLES = """
+    webhook_deliveries, inbox, conversations, outbox, recipient_pacing, contact_links,
+    escalations, alert_preferences, billing_clients, billing_categories, billing_products,
+    billing_product_prices, billing_product_upgrades, billing_services, billing_invoices,
+    billing_domains
+"""
+
+
+def dsn_for(database: str) -> str:
+    base, _, _ = ADMIN_DSN.rpartition("/")
+    return f"{base}/{database}"
+
+
+async def create_database() -> str:
+    name = f"bot_test_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    name = await create_database()
+    dsn = dsn_for(name)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield dsn
+    await drop_database(name)
+
+
+async def reset(pool: asyncpg.Pool) -> None:
+    await pool.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+    await pool.execute("UPDATE send_budget SET tokens = 0, updated_at = now()")
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(database_url, min_size=1, max_size=30)
+    await reset(p)
+    await LocalBilling(p).load(BILLING)
+    yield p
+    await p.close()

@@ -1,0 +1,143 @@
+"""The whole service on a real port in this process, talking to the fake Cloud API over
+HTTP: what the end-to-end tests drive."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from aiohttp import web
+
+from bot import wa_payloads
+from bot.app import build_app
+from bot.config import Settings
+from bot.fake_cloud_api import FakeCloudAPI, SentMessage
+from bot.wa_payloads import InboundItem
+
+PHONE_ID = "109876543210"
+TOKEN = "test-token"
+APP_SECRET = "test-app-secret"
+VERIFY_TOKEN = "test-verify-token"
+
+
+def test_settings(
+    database_url: str, api_url: str = "http://127.0.0.1:9", **changes: Any
+) -> Settings:
+    settings = Settings(
+        database_url=database_url,
+        whatsapp_phone_id=PHONE_ID,
+        whatsapp_token=TOKEN,
+        whatsapp_app_secret=APP_SECRET,
+        whatsapp_verify_token=VERIFY_TOKEN,
+        whatsapp_api_url=api_url,
+        send_rate_per_second=1000.0,
+        recipient_burst=50,
+        recipient_interval_seconds=0.5,
+        send_timeout_seconds=5.0,
+        log_json=False,
+    )
+    return replace(settings, **changes)
+
+
+class Stack:
+    def __init__(self, database_url: str, *, statuses: tuple[str, ...] = ("sent",), **changes: Any):
+        self.database_url = database_url
+        self.changes = changes
+        self.fake = FakeCloudAPI(
+            phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET, statuses=statuses
+        )
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> Self:
+        api_url = await self.fake.start()
+        self.settings = test_settings(self.database_url, api_url, **self.changes)
+        app = build_app(self.settings)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        self.fake.webhook_url = f"{self.url}/webhook"
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.fake.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def post(self, payload: dict[str, Any]) -> int:
+        body, headers = wa_payloads.signed_body(payload, APP_SECRET)
+        assert self.session is not None
+        async with self.session.post(f"{self.url}/webhook", data=body, headers=headers) as r:
+            return r.status
+
+    async def send(self, *items: InboundItem) -> int:
+        return await self.post(wa_payloads.messages_update(PHONE_ID, list(items)))
+
+    async def say(self, wa_id: str, text: str, **kw: Any) -> str:
+        item = wa_payloads.inbound_text(wa_id, text, **kw)
+        status = await self.send(item)
+        assert status == 200, status
+        return item.wamid
+
+    async def tap(self, wa_id: str, choice_id: str, title: str = "x", *, row: bool = False) -> str:
+        if row:
+            item = wa_payloads.inbound_list_reply(wa_id, choice_id, title)
+        else:
+            item = wa_payloads.inbound_button_reply(wa_id, choice_id, title)
+        assert await self.send(item) == 200
+        return item.wamid
+
+    async def replies(
+        self, count: int, *, to: str | None = None, timeout: float = 15.0
+    ) -> list[SentMessage]:
+        """Wait until `count` messages were sent (to `to`, if given) and return them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            got = [m for m in self.fake.sent if to is None or m.to == to]
+            if len(got) >= count:
+                return got
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"{len(got)} of {count} replies after {timeout}s: {[text_of(m) for m in got]}"
+                )
+            await asyncio.sleep(0.02)
+
+
+def text_of(message: SentMessage) -> str:
+    """The visible text of a sent message (body of text or interactive messages)."""
+    body = message.body
+    if body.get("type") == "text":
+        return str(body["text"]["body"])
+    if body.get("type") == "interactive":
+        return str(body["interactive"]["body"]["text"])
+    if body.get("type") == "template":
+        return "[template] " + str(body["template"]["name"])
+    return ""
+
+
+def choice_ids(message: SentMessage) -> list[str]:
+    """The ids of the buttons or list rows of an interactive message."""
+    inter = message.body.get("interactive") or {}
+    action = inter.get("action") or {}
+    if "buttons" in action:
+        return [b["reply"]["id"] for b in action["buttons"]]
+    return [r["id"] for s in action.get("sections", []) for r in s["rows"]]
