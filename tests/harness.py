@@ -23,7 +23,7 @@ APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 
 
-def test_settings(
+def make_settings(
     database_url: str, api_url: str = "http://127.0.0.1:9", **changes: Any
 ) -> Settings:
     settings = Settings(
@@ -55,7 +55,7 @@ class Stack:
 
     async def start(self) -> Self:
         api_url = await self.fake.start()
-        self.settings = test_settings(self.database_url, api_url, **self.changes)
+        self.settings = make_settings(self.database_url, api_url, **self.changes)
         app = build_app(self.settings)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
