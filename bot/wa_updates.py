@@ -115,8 +115,19 @@ def _contact_for(msg: dict[str, Any], contacts: list[dict[str, Any]]) -> dict[st
             sender_user and c.get("user_id") == sender_user
         ):
             return c
-    # One contact and one sender: Meta pairs them even when the keys differ in shape.
-    return contacts[0] if len(contacts) == 1 else {}
+    # One contact and one sender: Meta pairs them even when the keys differ in shape, but
+    # never with a contact that names someone else (a batched system message has none).
+    if len(contacts) == 1 and not _names_another(contacts[0], sender_phone, sender_user):
+        return contacts[0]
+    return {}
+
+
+def _names_another(contact: dict[str, Any], sender_phone: Any, sender_user: Any) -> bool:
+    wa_id, user_id = contact.get("wa_id"), contact.get("user_id")
+    return bool(
+        (sender_phone and wa_id and wa_id != sender_phone)
+        or (sender_user and user_id and user_id != sender_user)
+    )
 
 
 def _message(msg: dict[str, Any], contacts: list[dict[str, Any]]) -> InboundMessage | None:
@@ -137,7 +148,8 @@ def _message(msg: dict[str, Any], contacts: list[dict[str, Any]]) -> InboundMess
         "wa_id": wa_id,
         "user_id": user_id,
         "name": _str(profile.get("name")) if profile else None,
-        "timestamp": _str(msg.get("timestamp")),
+        # Unix seconds as a digit string, or None: Inbound.from_inbox reads it with int().
+        "timestamp": _digits(msg.get("timestamp")),
         "raw": msg,
     }
     data.update(_content(mtype, msg))
@@ -188,7 +200,7 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
     if not wamid or state not in _STATUS_ORDER:
         return None
     opaque = _str(status.get("biz_opaque_callback_data"))
-    outbox_id = int(opaque) if opaque and opaque.isdigit() and len(opaque) < 19 else None
+    outbox_id = _number(opaque) if opaque and len(opaque) < 19 else None
     errors = _list(status.get("errors"))
     first_error = errors[0] if errors and isinstance(errors[0], dict) else {}
     code = first_error.get("code")
@@ -198,10 +210,20 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
         status=state,
         outbox_id=outbox_id,
         recipient=_str(status.get("recipient_id")) or _str(status.get("recipient_user_id")),
-        timestamp=int(ts) if ts and ts.isdigit() else None,
+        timestamp=_number(ts),
         error_code=code if isinstance(code, int) else None,
         error_title=_str(first_error.get("title")) or _str(first_error.get("message")),
     )
+
+
+def _digits(value: Any) -> str | None:
+    text = _str(value)
+    return text if _number(text) is not None else None
+
+
+def _number(text: str | None) -> int | None:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() rejects.
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 def _str(value: Any) -> str | None:

@@ -24,6 +24,7 @@ from flows.runtime import (
     NumberChanged,
     Step,
     Turn,
+    is_greeting,
     run_step,
     split_state,
 )
@@ -102,6 +103,12 @@ async def handle(
 
     if await run(flow_cls, state, understand=True):
         turn.context.pop(_LADDER_KEY, None)
+        return turn
+
+    if inbound.kind is InboundKind.TEXT and is_greeting(deps, text):
+        # Any greeting the current step does not understand brings the menu back.
+        turn.context.pop(_LADDER_KEY, None)
+        await run(menu, "main", action="go_menu")
         return turn
 
     misses = int(turn.context.get(_LADDER_KEY, 0)) + 1

@@ -97,13 +97,10 @@ class Matcher:
         scored: list[tuple[float, str]] = []
         negated_best = 0.0
         for option in options:
-            best = 0.0
-            for keyword in option.keywords:
-                hit = self._score(words, fold(keyword).split())
-                if hit.negated:
-                    negated_best = max(negated_best, hit.score)
-                else:
-                    best = max(best, hit.score)
+            hits = self._hits(words, option.keywords)
+            negated_best = max([negated_best, *(h.score for h in hits if h.negated)])
+            kept = [] if self._refused(hits) else [h.score for h in hits if not h.negated]
+            best = max(kept, default=0.0)
             scored.append((best, option.key))
         scored.sort(reverse=True)
         top_score, top_key = scored[0] if scored else (0.0, "")
@@ -118,12 +115,19 @@ class Matcher:
 
     def contains(self, text: str, keywords: Iterable[str]) -> bool:
         """Whether one of the keywords is in the text, not negated (for global words)."""
-        words = fold(text).split()[:MAX_WORDS]
-        for keyword in keywords:
-            hit = self._score(words, fold(keyword).split())
-            if hit.score >= self.cutoff and not hit.negated:
-                return True
-        return False
+        hits = self._hits(fold(text).split()[:MAX_WORDS], keywords)
+        if self._refused(hits):
+            return False
+        return any(h.score >= self.cutoff for h in hits)
+
+    def _hits(self, words: list[str], keywords: Iterable[str]) -> list[_Hit]:
+        return [self._score(words, fold(keyword).split()) for keyword in keywords]
+
+    def _refused(self, hits: list[_Hit]) -> bool:
+        """A keyword said with a negation refuses the whole option, including the shorter
+        keywords inside the negated phrase: "no quiero hablar con una persona" also holds
+        "una persona", whose own window is out of the negation's reach."""
+        return any(h.negated and h.score >= self.cutoff for h in hits)
 
     def _score(self, words: list[str], keyword: list[str]) -> _Hit:
         if not keyword or not words:

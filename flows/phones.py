@@ -35,9 +35,15 @@ def phone_key(raw: str, default_region: str = "AR") -> str | None:
         number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    country_code = number.country_code or 0
+    national = _without_mobile_marker(country_code, str(number.national_number))
+    # Judged without the marker: Mexico's current numbering plan rejects the 1 that the
+    # older "+52 1 55 …" spelling carries, yet that spelling is still in account phones.
+    if not phonenumbers.is_possible_number(
+        phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+    ):
         return None
-    return _key(number.country_code or 0, str(number.national_number))
+    return f"{country_code}{national}"
 
 
 def wa_id_key(wa_id: str) -> str | None:
@@ -53,8 +59,12 @@ def wa_id_key(wa_id: str) -> str | None:
 
 
 def _key(country_code: int, national: str) -> str:
+    return f"{country_code}{_without_mobile_marker(country_code, national)}"
+
+
+def _without_mobile_marker(country_code: int, national: str) -> str:
     if (country_code == _ARGENTINA and len(national) == 11 and national.startswith("9")) or (
         country_code == _MEXICO and len(national) == 11 and national.startswith("1")
     ):
-        national = national[1:]
-    return f"{country_code}{national}"
+        return national[1:]
+    return national

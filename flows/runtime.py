@@ -328,5 +328,10 @@ async def run_step(
 
 
 def is_greeting(deps: Deps, text: str) -> bool:
+    """A short message that greets ("hola", "buen día!", "buenas tardes, ¿cómo va?")."""
     folded = fold(text)
-    return bool(folded) and deps.matcher.contains(folded, deps.catalog.words("words.greetings"))
+    return (
+        bool(folded)
+        and len(folded.split()) <= 6
+        and deps.matcher.contains(folded, deps.catalog.words("words.greetings"))
+    )
