@@ -68,7 +68,6 @@ async def test_same_webhook_five_times_gives_one_reply(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
     item = wa_payloads.inbound_text(JUAN_WA, "hola")
-    body, headers = wa_payloads.signed_body(wa_payloads.messages_update(PHONE_ID, [item]), "x")
     async with Stack(database_url) as stack:
         payload = wa_payloads.messages_update(PHONE_ID, [item])
         first = await stack.post(payload)
