@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -64,6 +66,7 @@ class Dispatcher:
         self.matcher = Matcher(catalog.words("words.negations"))
         self._wake = Wakeup(pool, INBOX_CHANNEL)
         self._stopping = False
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
         await self._wake.start()
@@ -193,6 +196,7 @@ class Dispatcher:
                 )
                 for r in turn.replies
             ],
+            processed_by=self.identity,
         )
         metrics.INBOX_LAG.observe(
             max(0.0, (datetime.now(UTC) - claimed.received_at).total_seconds())

@@ -144,6 +144,7 @@ async def save_turn(
     client_id: str | None,
     recipient: str,
     replies: Sequence[OutgoingRow],
+    processed_by: str,
     purpose: str = "reply",
 ) -> None:
     """Save the state, queue the replies in order, mark the message done (one statement)."""
@@ -160,7 +161,8 @@ async def save_turn(
             ORDER BY n
             RETURNING id
         ), i AS (
-            UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1
+            UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1,
+                             processed_by = $11
             WHERE id = $6
         )
         SELECT pg_notify($10, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0
@@ -175,6 +177,7 @@ async def save_turn(
         [without_nul(r.template) if r.template else None for r in replies],
         purpose,
         OUTBOX_CHANNEL,
+        processed_by,
     )
 
 

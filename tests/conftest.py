@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import tempfile
 from collections.abc import AsyncIterator
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -15,7 +20,7 @@ from store.billing_local import LocalBilling
 from store.migrate import migrate
 from tests.billing_fixture import BILLING
 
-ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 _TABLES = """
     webhook_deliveries, inbox, conversations, outbox, recipient_pacing, contact_links,
@@ -25,14 +30,30 @@ _TABLES = """
 """
 
 
+@cache
+def admin_dsn() -> str:
+    """TEST_PG_DSN, else the server on 127.0.0.1:5432, else an embedded PostgreSQL: the
+    suite needs nothing installed but Python."""
+    if os.environ.get("TEST_PG_DSN"):
+        return os.environ["TEST_PG_DSN"]
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+        return LOCAL_SERVER
+    except OSError:
+        pass
+    data = Path(tempfile.gettempdir()) / f"bot-tests-pg-{os.getuid()}"
+    data.mkdir(mode=0o755, exist_ok=True)
+    return db.embedded_database_url(data)
+
+
 def dsn_for(database: str) -> str:
-    base, _, _ = ADMIN_DSN.rpartition("/")
-    return f"{base}/{database}"
+    parts = urlsplit(admin_dsn())
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 async def create_database() -> str:
     name = f"bot_test_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn())
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -41,7 +62,7 @@ async def create_database() -> str:
 
 
 async def drop_database(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
+    conn = await asyncpg.connect(admin_dsn())
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -19,7 +19,9 @@ CREATE TABLE inbox (
     attempts integer NOT NULL DEFAULT 0,
     not_before timestamptz NOT NULL DEFAULT now(),
     last_error text,
-    processed_at timestamptz
+    processed_at timestamptz,
+    -- host:pid of the process that acted on it (several processes share the work).
+    processed_by text
 );
 CREATE INDEX inbox_pending ON inbox (id) WHERE status = 'pending';
 CREATE INDEX inbox_pending_by_conversation ON inbox (conversation_key, id) WHERE status = 'pending';
