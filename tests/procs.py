@@ -55,6 +55,10 @@ class ServerProcess:
         self._log: IO[bytes] | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
+        self.spawn()
+        await self.wait_healthy(timeout)
+
+    def spawn(self) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve"],
@@ -63,7 +67,6 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        await self.wait_healthy(timeout)
 
     async def wait_healthy(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
