@@ -1,0 +1,124 @@
+"""Operations: migrations (twice, concurrently), the embedded database, health, metrics,
+and a customer's number change."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot import wa_payloads
+from flows.catalog import default_catalog
+from store.migrate import available, migrate
+from tests.billing_fixture import JUAN_WA
+from tests.conftest import create_database, drop_database, dsn_for
+from tests.harness import Stack, text_of
+from tests.procs import ROOT
+
+CATALOG = default_catalog()
+PANEL = "https://www.paneldecliente.com/clientarea.php?action=details"
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def test_migrate_twice_and_from_two_processes_at_once() -> None:
+    name = await create_database()
+    try:
+        env = dict(os.environ, DATABASE_URL=dsn_for(name), LOG_FORMAT="text")
+        procs = [_cli("migrate", env=env) for _ in range(2)]
+        outputs = [await asyncio.to_thread(p.communicate, None, 60) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        again = _cli("migrate", env=env)
+        out, _ = await asyncio.to_thread(again.communicate, None, 60)
+        assert again.returncode == 0, out
+        conn = await asyncpg.connect(dsn_for(name))
+        try:
+            versions = [
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+            ]
+            assert versions == [m.version for m in available()]
+            assert await migrate(conn) == []  # nothing left to apply
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(name)
+
+
+@pytest.mark.timeout(120)
+async def test_embedded_database_when_database_url_is_unset(tmp_path: Path) -> None:
+    data_dir = Path("/tmp") / f"bot-embedded-{tmp_path.name}"
+    data_dir.mkdir(mode=0o755)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DATA_DIR=str(data_dir), LOG_FORMAT="text")
+    proc = _cli("migrate", env=env)
+    out, _ = await asyncio.to_thread(proc.communicate, None, 90)
+    assert proc.returncode == 0, out
+    assert (data_dir / "postgres" / "PG_VERSION").exists()
+    # The last process using it stopped the server on exit.
+    assert not (data_dir / "postgres" / "postmaster.pid").exists()
+
+
+async def test_health_and_metrics(pool: asyncpg.Pool, database_url: str) -> None:
+    async with Stack(database_url) as stack:
+        await stack.say(JUAN_WA, "hola")
+        await stack.replies(1)
+        await asyncio.sleep(0.3)
+        assert stack.session is not None
+        async with stack.session.get(f"{stack.url}/healthz") as r:
+            assert r.status == 200
+            assert (await r.json())["database"] == "ok"
+        async with stack.session.get(f"{stack.url}/metrics") as r:
+            assert r.status == 200
+            page = await r.text()
+    assert 'webhook_requests_total{outcome="accepted"}' in page
+    assert 'outbox_rows{status="accepted"}' in page
+    assert "inbox_lag_seconds_bucket" in page
+    assert "send_errors_total" in page or "sends_total" in page
+
+
+async def test_changed_number_keeps_the_customer(pool: asyncpg.Pool, database_url: str) -> None:
+    new_wa = "5491166667777"
+    async with Stack(database_url) as stack:
+        await stack.say(JUAN_WA, "hola")
+        await stack.replies(1)
+        notice = wa_payloads.inbound_system_changed_number(JUAN_WA, new_wa)
+        assert await stack.send(notice) == 200
+        told = (await stack.replies(2))[1]
+        assert told.to == new_wa
+        assert text_of(told) == CATALOG.text("identity.number_changed", panel_url=PANEL)
+        # The account still has the old phone, yet the new number is Juan's.
+        await stack.say(new_wa, "hola")
+        menu = (await stack.replies(3))[2]
+        assert text_of(menu) == CATALOG.text("menu.body", name="Juan")
+    link = await pool.fetchrow("SELECT client_id, previous_wa_id FROM contact_links")
+    assert (link["client_id"], link["previous_wa_id"]) == ("c1", JUAN_WA)
+    assert await pool.fetchval("SELECT count(*) FROM conversations") == 1
+
+
+async def test_changed_number_of_an_unknown_sender_links_nothing(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    async with Stack(database_url) as stack:
+        notice = wa_payloads.inbound_system_changed_number(
+            "34600000000", "34600000001", legacy=True
+        )
+        assert await stack.send(notice) == 200
+        await stack.say("34600000001", "hola")
+        [reply] = await stack.replies(1)
+    assert text_of(reply) == CATALOG.text("identity.unknown", panel_url=PANEL)
+    assert await pool.fetchval("SELECT count(*) FROM contact_links") == 0
