@@ -142,7 +142,6 @@ class Dispatcher:
             profile_name=data.get("name"),
             inbound_at=inbound.timestamp if is_customer_message else None,
         )
-        identity = await self._identify(conn, conv.wa_id)
         deps = Deps(
             catalog=self.catalog,
             matcher=self.matcher,
@@ -158,9 +157,12 @@ class Dispatcher:
             wa_id=conv.wa_id,
             profile_name=conv.profile_name,
         )
+        identity = Identity(IdentityStatus.UNKNOWN)
         try:
+            identity = await self._identify(conn, conv.wa_id)
             turn = await conversation.handle(view, inbound, identity, deps, datetime.now(UTC))
         except BillingError:
+            # The billing system is down: say so, keep the conversation where it was.
             log.exception("billing system unavailable for message %s", claimed.wamid)
             turn = Turn(state=conv.state, context=conv.context)
             turn.replies.append(Reply(Text(self.catalog.text("common.error"))))
@@ -219,6 +221,9 @@ class Dispatcher:
     async def _apologise(self, claimed: turns.ClaimedMessage) -> None:
         """A message we could not process even after retries still gets an answer."""
         data = claimed.data
+        inbound = Inbound.from_inbox(data)
+        if inbound.kind in (InboundKind.SYSTEM, InboundKind.REACTION):
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             conv = await turns.lock_conversation(
                 conn,
@@ -226,7 +231,7 @@ class Dispatcher:
                 wa_id=data.get("wa_id"),
                 user_id=data.get("user_id"),
                 profile_name=data.get("name"),
-                inbound_at=None,
+                inbound_at=inbound.timestamp,
             )
             await turns.queue_replies(
                 conn,

@@ -218,9 +218,7 @@ class Sender:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(
-                min(SWEEP_EVERY_SECONDS, self.settings.ambiguous_after_seconds / 4)
-            )
+            await asyncio.sleep(min(SWEEP_EVERY_SECONDS, self.settings.ambiguous_after_seconds / 4))
             try:
                 async with self.pool.acquire() as conn:
                     released = await outbox.release_ambiguous(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 
 from bot import wa_payloads
 from flows.catalog import default_catalog
@@ -141,3 +142,53 @@ async def test_batch_of_fifty_customers_gives_fifty_replies(
     assert sorted(r.to for r in replies) == sorted(i.message["from"] for i in items)
     for r in replies:
         assert text_of(r).startswith(CATALOG.text("menu.body", name="Cliente")[:10])
+
+
+class _BrokenBilling:
+    """A billing backend that fails the way a real one can."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def find_client_by_phone(self, wa_id: str) -> object:
+        raise self.error
+
+    async def get_client(self, client_id: str) -> object:
+        raise self.error
+
+    async def list_services(self, client_id: str) -> object:
+        raise self.error
+
+
+async def test_billing_outage_gets_an_apology(
+    pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import app as app_module
+    from flows.billing import BillingError
+
+    monkeypatch.setattr(
+        app_module, "make_billing", lambda s, p: _BrokenBilling(BillingError("down"))
+    )
+    async with Stack(database_url) as stack:
+        await stack.say(JUAN_WA, "hola")
+        [reply] = await stack.replies(1)
+    assert text_of(reply) == CATALOG.text("common.error")
+    assert await pool.fetchval("SELECT status FROM inbox") == "done"
+
+
+async def test_a_message_that_keeps_failing_still_gets_an_answer(
+    pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import app as app_module
+
+    monkeypatch.setattr(
+        app_module, "make_billing", lambda s, p: _BrokenBilling(RuntimeError("bug"))
+    )
+    async with Stack(database_url, inbox_max_attempts=2) as stack:
+        await stack.say(JUAN_WA, "hola")
+        [reply] = await stack.replies(1, timeout=20)
+        # Other customers are not held up by it.
+    assert text_of(reply) == CATALOG.text("common.error")
+    row = await pool.fetchrow("SELECT status, attempts, last_error FROM inbox")
+    assert (row["status"], row["attempts"]) == ("failed", 2)
+    assert "RuntimeError: bug" in row["last_error"]

@@ -1,0 +1,470 @@
+// Phone simulator of the WhatsApp bot sandbox.
+//
+// Every piece of message text reaches the page through textContent or createTextNode,
+// never innerHTML: whatever the bot or the customer writes stays text.
+"use strict";
+
+(() => {
+  const POLL_MS = 700;
+  const STATUS_LABELS = {
+    active: "activo",
+    suspended: "suspendido",
+    pending: "pendiente",
+    cancelled: "cancelado",
+    terminated: "dado de baja",
+  };
+  const TICK_TITLES = {
+    sent: "Enviado",
+    delivered: "Entregado",
+    read: "Leído",
+    received: "Recibido por el bot",
+    rejected: "El bot no lo aceptó",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    customers: $("customer-list"),
+    chat: $("chat"),
+    subtitle: $("chat-subtitle"),
+    form: $("composer"),
+    message: $("message"),
+    send: $("send"),
+    sticker: $("send-sticker"),
+    location: $("send-location"),
+    error: $("send-error"),
+    sheet: $("sheet"),
+    sheetTitle: $("sheet-title"),
+    sheetBody: $("sheet-body"),
+  };
+
+  const state = {
+    customer: null, // {wa_id, name}
+    last: 0, // highest transcript seq shown
+    generation: 0, // bumps on every customer change; stale answers are dropped
+    polling: false,
+    timer: null,
+    ticks: new Map(), // message id -> tick element
+  };
+
+  // --- small DOM helpers ----------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  // --- WhatsApp formatting: *bold* _italic_ ~strike~ ```mono``` and links ------------
+
+  const INLINE = new RegExp(
+    [
+      "```([^`]+?)```",
+      "(?<![\\p{L}\\p{N}*])\\*([^*\\s](?:[^*]*?[^*\\s])?)\\*(?![\\p{L}\\p{N}*])",
+      "(?<![\\p{L}\\p{N}_])_([^_\\s](?:[^_]*?[^_\\s])?)_(?![\\p{L}\\p{N}_])",
+      "(?<![\\p{L}\\p{N}~])~([^~\\s](?:[^~]*?[^~\\s])?)~(?![\\p{L}\\p{N}~])",
+      "(https?:\\/\\/[^\\s<>\"]+)",
+    ].join("|"),
+    "gu",
+  );
+
+  function appendInline(parent, text) {
+    let at = 0;
+    INLINE.lastIndex = 0;
+    for (const match of text.matchAll(INLINE)) {
+      if (match.index > at) parent.appendChild(document.createTextNode(text.slice(at, match.index)));
+      const [whole, mono, bold, italic, strike, url] = match;
+      if (mono !== undefined) {
+        parent.appendChild(el("code", null, mono));
+      } else if (bold !== undefined) {
+        const node = el("strong");
+        appendInline(node, bold);
+        parent.appendChild(node);
+      } else if (italic !== undefined) {
+        const node = el("em");
+        appendInline(node, italic);
+        parent.appendChild(node);
+      } else if (strike !== undefined) {
+        const node = el("s");
+        appendInline(node, strike);
+        parent.appendChild(node);
+      } else if (url !== undefined) {
+        // Trailing punctuation belongs to the sentence, not to the address.
+        const trimmed = url.replace(/[.,;:!?)]+$/u, "");
+        const link = el("a", null, trimmed);
+        link.href = trimmed;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        parent.appendChild(link);
+        if (trimmed.length < url.length) {
+          parent.appendChild(document.createTextNode(url.slice(trimmed.length)));
+        }
+      }
+      at = match.index + whole.length;
+    }
+    if (at < text.length) parent.appendChild(document.createTextNode(text.slice(at)));
+  }
+
+  function formatted(text, className) {
+    const node = el("div", className || "text");
+    String(text || "").split("\n").forEach((line, i) => {
+      if (i > 0) node.appendChild(el("br"));
+      appendInline(node, line);
+    });
+    return node;
+  }
+
+  // --- customers ------------------------------------------------------------------
+
+  async function loadCustomers() {
+    let data;
+    try {
+      const response = await fetch("/sandbox/api/customers");
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      data = await response.json();
+    } catch (error) {
+      clear(els.customers);
+      els.customers.appendChild(el("li", "muted", `No se pudieron cargar los clientes (${error.message}).`));
+      return;
+    }
+    clear(els.customers);
+    for (const customer of data.customers) els.customers.appendChild(customerCard(customer));
+    els.customers.appendChild(unknownCard(data.unknown));
+  }
+
+  function customerCard(customer) {
+    const item = el("li");
+    const card = el("button", "customer");
+    card.type = "button";
+    card.dataset.waId = customer.wa_id || "";
+    card.setAttribute("aria-pressed", "false");
+
+    const name = el("span", "name", customer.name);
+    const badge = el("span", customer.verified ? "badge" : "badge warn",
+      customer.verified ? "verificada" : "sin verificar");
+    name.appendChild(badge);
+    card.appendChild(name);
+    card.appendChild(el("span", "wa", customer.wa_id ? `WhatsApp +${customer.wa_id}` : "Sin WhatsApp válido"));
+    card.appendChild(el("span", "line", `Teléfono en la cuenta: ${customer.phone || "—"}`));
+    card.appendChild(el("span", "line", customer.email));
+    if (customer.services.length) {
+      const list = el("ul", "services");
+      for (const service of customer.services) {
+        const row = el("li", null, `${service.label} — ${service.product} · `);
+        row.appendChild(el("span", `status-${service.status}`, STATUS_LABELS[service.status] || service.status));
+        list.appendChild(row);
+      }
+      card.appendChild(list);
+    }
+    if (customer.wa_id) {
+      card.addEventListener("click", () => select({ wa_id: customer.wa_id, name: customer.name }, card));
+    } else {
+      card.disabled = true;
+    }
+    item.appendChild(card);
+    return item;
+  }
+
+  function unknownCard(unknown) {
+    const item = el("li");
+    const card = el("button", "customer unknown");
+    card.type = "button";
+    card.dataset.waId = unknown.wa_id;
+    card.setAttribute("aria-pressed", "false");
+    card.appendChild(el("span", "name", unknown.name));
+    card.appendChild(el("span", "wa", `WhatsApp +${unknown.wa_id}`));
+    card.appendChild(el("span", "line", "No está en ninguna cuenta: así responde el bot a un desconocido."));
+    card.addEventListener("click", () => select({ wa_id: unknown.wa_id, name: "Visitante" }, card, unknown.name));
+    item.appendChild(card);
+    return item;
+  }
+
+  function select(customer, card, label) {
+    for (const other of els.customers.querySelectorAll(".customer")) {
+      other.setAttribute("aria-pressed", other === card ? "true" : "false");
+    }
+    state.customer = customer;
+    state.last = 0;
+    state.generation += 1;
+    state.ticks.clear();
+    closeSheet();
+    clear(els.chat);
+    els.subtitle.textContent = `Escribe ${label || customer.name} · +${customer.wa_id}`;
+    showError(null);
+    for (const control of [els.message, els.send, els.sticker, els.location]) control.disabled = false;
+    els.message.focus();
+    schedulePoll(0);
+  }
+
+  // --- sending --------------------------------------------------------------------
+
+  async function send(payload) {
+    if (!state.customer) return false;
+    const generation = state.generation;
+    showError(null);
+    try {
+      const response = await fetch("/sandbox/api/send", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ wa_id: state.customer.wa_id, name: state.customer.name, ...payload }),
+      });
+      const data = await response.json().catch(() => ({}));
+      if (!response.ok && generation === state.generation) {
+        showError(`No se pudo enviar: ${data.error || `HTTP ${response.status}`}`);
+      }
+    } catch (error) {
+      if (generation === state.generation) showError(`No se pudo enviar: ${error.message}`);
+      return false;
+    }
+    schedulePoll(0);
+    return true;
+  }
+
+  function showError(message) {
+    els.error.hidden = !message;
+    els.error.textContent = message || "";
+  }
+
+  async function sendTyped() {
+    const text = els.message.value;
+    if (!text.trim()) return;
+    els.message.value = "";
+    autosize();
+    if (!(await send({ text }))) els.message.value = text;
+  }
+
+  function autosize() {
+    els.message.style.height = "auto";
+    els.message.style.height = `${Math.min(els.message.scrollHeight, 120)}px`;
+  }
+
+  // --- receiving ------------------------------------------------------------------
+
+  function schedulePoll(delay) {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(poll, delay);
+  }
+
+  async function poll() {
+    if (!state.customer) return;
+    if (state.polling) {
+      schedulePoll(POLL_MS);
+      return;
+    }
+    state.polling = true;
+    const generation = state.generation;
+    try {
+      const query = new URLSearchParams({ wa_id: state.customer.wa_id, after: String(state.last) });
+      const response = await fetch(`/sandbox/api/messages?${query}`);
+      if (response.ok) {
+        const data = await response.json();
+        if (generation === state.generation) {
+          for (const message of data.messages) {
+            if (message.seq > state.last) {
+              render(message);
+              state.last = message.seq;
+            }
+          }
+          updateTicks(data.statuses);
+        }
+      }
+    } catch (error) {
+      // The server restarting: the next poll tries again.
+    } finally {
+      state.polling = false;
+      if (generation === state.generation) schedulePoll(POLL_MS);
+    }
+  }
+
+  function updateTicks(statuses) {
+    for (const [id, status] of Object.entries(statuses || {})) {
+      const tick = state.ticks.get(id);
+      if (tick) setTick(tick, status);
+    }
+  }
+
+  function setTick(tick, status) {
+    tick.className = "ticks";
+    tick.title = TICK_TITLES[status] || status;
+    if (status === "read") tick.classList.add("read");
+    if (status === "rejected" || status === "failed") {
+      tick.textContent = "⚠";
+      tick.classList.add("failed");
+    } else if (status === "delivered" || status === "read") {
+      tick.textContent = "✓✓";
+    } else {
+      tick.textContent = "✓";
+    }
+  }
+
+  function render(message) {
+    const nearBottom = els.chat.scrollHeight - els.chat.scrollTop - els.chat.clientHeight < 80;
+    const bubble = message.direction === "in" ? customerBubble(message) : botBubble(message);
+    bubble.dataset.seq = String(message.seq);
+    const meta = el("div", "meta");
+    const at = new Date(message.at);
+    meta.appendChild(el("span", "time", at.toLocaleTimeString("es-AR", { hour: "2-digit", minute: "2-digit" })));
+    const tick = el("span", "ticks", "🕓");
+    tick.title = "Pendiente";
+    meta.appendChild(tick);
+    state.ticks.set(message.id, tick);
+    if (message.direction === "in" && message.webhook_status !== null) {
+      setTick(tick, message.webhook_status === 200 ? "received" : "rejected");
+    }
+    // The bubble's buttons stay last, as in WhatsApp; the time goes above them.
+    const actions = bubble.querySelector(".choices, .list-open");
+    bubble.insertBefore(meta, actions);
+    els.chat.appendChild(bubble);
+    if (nearBottom || message.direction === "in") els.chat.scrollTop = els.chat.scrollHeight;
+  }
+
+  function customerBubble(message) {
+    const bubble = el("div", "bubble me");
+    if (message.kind === "sticker") {
+      bubble.appendChild(el("div", "note", "[Sticker]"));
+    } else if (message.kind === "location") {
+      bubble.appendChild(el("div", "note", "[Ubicación compartida]"));
+    } else {
+      bubble.appendChild(formatted(message.text));
+    }
+    return bubble;
+  }
+
+  function botBubble(message) {
+    const bubble = el("div", "bubble bot");
+    const body = message.body || {};
+    switch (message.type) {
+      case "text":
+        bubble.appendChild(formatted(body.text && body.text.body));
+        break;
+      case "interactive":
+        renderInteractive(bubble, body.interactive || {});
+        break;
+      case "template":
+        renderTemplate(bubble, body.template || {});
+        break;
+      default: {
+        const content = body[message.type] || {};
+        const caption = content.caption ? `: ${content.caption}` : "";
+        bubble.appendChild(el("div", "note", `[${message.type}${caption}]`));
+      }
+    }
+    return bubble;
+  }
+
+  function renderInteractive(bubble, interactive) {
+    const header = interactive.header;
+    if (header && header.type === "text") bubble.appendChild(formatted(header.text, "header"));
+    if (interactive.body) bubble.appendChild(formatted(interactive.body.text));
+    if (interactive.footer) bubble.appendChild(formatted(interactive.footer.text, "footer"));
+    const action = interactive.action || {};
+    if (interactive.type === "button") {
+      const choices = el("div", "choices");
+      for (const button of action.buttons || []) {
+        const reply = button.reply || {};
+        const tap = el("button", "choice-button", reply.title);
+        tap.type = "button";
+        tap.addEventListener("click", () => send({ button_reply: { id: reply.id, title: reply.title } }));
+        choices.appendChild(tap);
+      }
+      bubble.appendChild(choices);
+    } else if (interactive.type === "list") {
+      const open = el("button", "list-open", `☰ ${action.button || "Ver opciones"}`);
+      open.type = "button";
+      open.setAttribute("aria-label", action.button || "Ver opciones");
+      open.addEventListener("click", () => openSheet(action));
+      bubble.appendChild(open);
+    } else if (interactive.type === "cta_url") {
+      const parameters = action.parameters || {};
+      if (/^https?:\/\//u.test(parameters.url || "")) {
+        const link = el("a", "list-open", parameters.display_text || parameters.url);
+        link.href = parameters.url;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        bubble.appendChild(link);
+      }
+    } else {
+      bubble.appendChild(el("div", "note", `[mensaje interactivo: ${interactive.type}]`));
+    }
+  }
+
+  function renderTemplate(bubble, template) {
+    const card = el("div", "template-card");
+    card.appendChild(el("div", "label", "Plantilla"));
+    const language = template.language && template.language.code ? ` (${template.language.code})` : "";
+    card.appendChild(el("strong", null, `${template.name}${language}`));
+    for (const component of template.components || []) {
+      const parameters = component.parameters || [];
+      if (!parameters.length) continue;
+      card.appendChild(el("div", "label", component.type === "body" ? "Parámetros" : component.type));
+      const list = el("ol");
+      for (const parameter of parameters) {
+        const value = parameter.text ?? parameter.payload
+          ?? (parameter.currency && parameter.currency.fallback_value)
+          ?? (parameter.date_time && parameter.date_time.fallback_value)
+          ?? `[${parameter.type}]`;
+        list.appendChild(el("li", null, value));
+      }
+      card.appendChild(list);
+    }
+    bubble.appendChild(card);
+  }
+
+  // --- list sheet -----------------------------------------------------------------
+
+  function openSheet(action) {
+    els.sheetTitle.textContent = action.button || "Opciones";
+    clear(els.sheetBody);
+    for (const section of action.sections || []) {
+      if (section.title) els.sheetBody.appendChild(el("div", "sheet-section-title", section.title));
+      for (const row of section.rows || []) {
+        const tap = el("button", "row-button");
+        tap.type = "button";
+        tap.appendChild(el("span", "row-title", row.title));
+        if (row.description) tap.appendChild(el("span", "row-description", row.description));
+        tap.addEventListener("click", () => {
+          closeSheet();
+          const reply = { id: row.id, title: row.title };
+          if (row.description) reply.description = row.description;
+          send({ list_reply: reply });
+        });
+        els.sheetBody.appendChild(tap);
+      }
+    }
+    els.sheet.hidden = false;
+    const first = els.sheetBody.querySelector("button");
+    if (first) first.focus();
+  }
+
+  function closeSheet() {
+    els.sheet.hidden = true;
+  }
+
+  // --- wiring ---------------------------------------------------------------------
+
+  els.form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendTyped();
+  });
+  els.message.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendTyped();
+    }
+  });
+  els.message.addEventListener("input", autosize);
+  els.sticker.addEventListener("click", () => send({ type: "sticker" }));
+  els.location.addEventListener("click", () => send({ type: "location" }));
+  for (const closer of els.sheet.querySelectorAll("[data-close-sheet]")) {
+    closer.addEventListener("click", closeSheet);
+  }
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !els.sheet.hidden) closeSheet();
+  });
+
+  loadCustomers();
+})();
