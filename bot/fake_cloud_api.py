@@ -34,7 +34,6 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
-import httpx
 from aiohttp import web
 
 from bot import wa_payloads
@@ -982,28 +981,6 @@ class FakeCloudAPI:
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats(), dumps=_dumps)
-
-
-class RedirectTransport(httpx.AsyncBaseTransport):
-    """Sends every request to `base_url`'s scheme, host and port, keeping path and query.
-
-    pywa fixes its client's base URL to `https://graph.facebook.com/v{version}`; wrapping
-    its session's transport in this points it at the fake instead.
-    """
-
-    def __init__(self, base_url: str) -> None:
-        self._target = httpx.URL(base_url)
-        self._inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        request.url = request.url.copy_with(
-            scheme=self._target.scheme, host=self._target.host, port=self._target.port
-        )
-        request.headers["Host"] = self._target.netloc.decode("ascii")
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

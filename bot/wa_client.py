@@ -16,12 +16,14 @@ from flows.outbound import Buttons, ListMessage, Message, Template, Text
 
 
 class RedirectTransport(httpx.AsyncBaseTransport):
-    def __init__(self, base_url: str, inner: httpx.AsyncBaseTransport) -> None:
+    """Sends every request to `base_url`'s scheme, host and port, keeping path and query."""
+
+    def __init__(self, base_url: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
         target = httpx.URL(base_url)
         self._scheme = target.scheme
         self._host = target.host
         self._port = target.port
-        self._inner = inner
+        self._inner = inner or httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         request.url = request.url.copy_with(scheme=self._scheme, host=self._host, port=self._port)

@@ -21,8 +21,9 @@ from pywa_async.errors import TooManyMessages, WhatsAppError
 from pywa_async.types import Button
 
 from bot import wa_payloads
-from bot.fake_cloud_api import FakeCloudAPI, RedirectTransport
+from bot.fake_cloud_api import FakeCloudAPI
 from bot.signatures import SignatureCheck, check
+from bot.wa_client import RedirectTransport
 
 PHONE_ID = "1234567890"
 TOKEN = "test-token"
