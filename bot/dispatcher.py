@@ -133,15 +133,7 @@ class Dispatcher:
     async def _turn(self, conn: Conn, claimed: turns.ClaimedMessage) -> None:
         data = claimed.data
         inbound = Inbound.from_inbox(data)
-        is_customer_message = inbound.kind is not InboundKind.SYSTEM
-        conv = await turns.lock_conversation(
-            conn,
-            claimed.conversation_key,
-            wa_id=data.get("wa_id"),
-            user_id=data.get("user_id"),
-            profile_name=data.get("name"),
-            inbound_at=inbound.timestamp if is_customer_message else None,
-        )
+        conv = await _lock_conversation(conn, claimed, inbound)
         deps = Deps(
             catalog=self.catalog,
             matcher=self.matcher,
@@ -220,19 +212,11 @@ class Dispatcher:
 
     async def _apologise(self, claimed: turns.ClaimedMessage) -> None:
         """A message we could not process even after retries still gets an answer."""
-        data = claimed.data
-        inbound = Inbound.from_inbox(data)
+        inbound = Inbound.from_inbox(claimed.data)
         if inbound.kind in (InboundKind.SYSTEM, InboundKind.REACTION):
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            conv = await turns.lock_conversation(
-                conn,
-                claimed.conversation_key,
-                wa_id=data.get("wa_id"),
-                user_id=data.get("user_id"),
-                profile_name=data.get("name"),
-                inbound_at=inbound.timestamp,
-            )
+            conv = await _lock_conversation(conn, claimed, inbound)
             await turns.queue_replies(
                 conn,
                 conversation_id=conv.id,
@@ -240,3 +224,19 @@ class Dispatcher:
                 recipient=conv.recipient,
                 replies=[turns.OutgoingRow(to_json(Text(self.catalog.text("common.error"))), None)],
             )
+
+
+async def _lock_conversation(
+    conn: Conn, claimed: turns.ClaimedMessage, inbound: Inbound
+) -> turns.ConversationRow:
+    """Lock (creating if new) the conversation of a message. A customer's own message
+    opens the 24 h window; a system notice does not."""
+    data = claimed.data
+    return await turns.lock_conversation(
+        conn,
+        claimed.conversation_key,
+        wa_id=data.get("wa_id"),
+        user_id=data.get("user_id"),
+        profile_name=data.get("name"),
+        inbound_at=inbound.timestamp if inbound.kind is not InboundKind.SYSTEM else None,
+    )

@@ -134,6 +134,38 @@ async def lock_conversation(
     return _conversation(row)
 
 
+# Queues replies in order and wakes the senders; shared by the statements below, whose
+# parameters $1–$7 are always `_queue_args`.
+_QUEUE = """
+    o AS (
+        INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
+        SELECT $1, $2, $3, $6, m, t
+        FROM unnest($4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS x(m, t, n)
+        ORDER BY n
+        RETURNING id
+    )
+"""
+_NOTIFY = "SELECT pg_notify($7, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0"
+
+
+def _queue_args(
+    recipient: str,
+    conversation_id: int,
+    inbox_id: int | None,
+    replies: Sequence[OutgoingRow],
+    purpose: str,
+) -> tuple[object, ...]:
+    return (
+        recipient,
+        conversation_id,
+        inbox_id,
+        [without_nul(r.message) for r in replies],
+        [without_nul(r.template) if r.template else None for r in replies],
+        purpose,
+        OUTBOX_CHANNEL,
+    )
+
+
 async def save_turn(
     conn: Conn,
     *,
@@ -149,34 +181,22 @@ async def save_turn(
 ) -> None:
     """Save the state, queue the replies in order, mark the message done (one statement)."""
     await conn.execute(
-        """
+        f"""
         WITH c AS (
-            UPDATE conversations SET flow_state = $2, context = $3, client_id = $4,
+            UPDATE conversations SET flow_state = $8, context = $9, client_id = $10,
                                      updated_at = now()
-            WHERE id = $1
-        ), o AS (
-            INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
-            SELECT $5, $1, $6, $9, m, t
-            FROM unnest($7::jsonb[], $8::jsonb[]) WITH ORDINALITY AS x(m, t, n)
-            ORDER BY n
-            RETURNING id
-        ), i AS (
+            WHERE id = $2
+        ), {_QUEUE}, i AS (
             UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1,
                              processed_by = $11
-            WHERE id = $6
+            WHERE id = $3
         )
-        SELECT pg_notify($10, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0
+        {_NOTIFY}
         """,
-        conversation_id,
+        *_queue_args(recipient, conversation_id, inbox_id, replies, purpose),
         state,
         without_nul(context),
         client_id,
-        recipient,
-        inbox_id,
-        [without_nul(r.message) for r in replies],
-        [without_nul(r.template) if r.template else None for r in replies],
-        purpose,
-        OUTBOX_CHANNEL,
         processed_by,
     )
 
@@ -191,23 +211,8 @@ async def queue_replies(
     purpose: str = "reply",
 ) -> None:
     await conn.execute(
-        """
-        WITH o AS (
-            INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
-            SELECT $1, $2, $3, $6, m, t
-            FROM unnest($4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS x(m, t, n)
-            ORDER BY n
-            RETURNING id
-        )
-        SELECT pg_notify($7, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0
-        """,
-        recipient,
-        conversation_id,
-        inbox_id,
-        [without_nul(r.message) for r in replies],
-        [without_nul(r.template) if r.template else None for r in replies],
-        purpose,
-        OUTBOX_CHANNEL,
+        f"WITH {_QUEUE} {_NOTIFY}",
+        *_queue_args(recipient, conversation_id, inbox_id, replies, purpose),
     )
 
 
