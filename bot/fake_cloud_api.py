@@ -500,6 +500,8 @@ class FakeCloudAPI:
         self.waba_id = waba_id
         self.sent: list[SentMessage] = []
         self.failed_sends: list[FailedSend] = []
+        # The last status the webhook acknowledged (200) per sent message.
+        self.acknowledged: dict[str, str] = {}
 
         self._status_concurrency = status_concurrency
         self._rng = random.Random(seed)
@@ -873,6 +875,7 @@ class FakeCloudAPI:
             self._status_attempts += 1
             status = await self._post(self.webhook_url, data, headers)
             if status == 200:
+                self.acknowledged[job.wamid] = job.remaining[0]
                 return
             log.debug("status webhook for %s answered %s, retrying", job.wamid, status)
             await asyncio.sleep(backoff)

@@ -33,7 +33,7 @@ from aiohttp import web
 from bot import wa_payloads
 from bot.app import build_app
 from bot.config import Settings
-from bot.fake_cloud_api import FakeCloudAPI, _StatusJob
+from bot.fake_cloud_api import FakeCloudAPI
 from bot.wa_payloads import InboundItem, JSONDict
 from bot.webhook import POOL
 from flows.phones import phone_key, wa_id_key
@@ -112,19 +112,6 @@ def load_demo_billing(path: Path = DEMO_BILLING) -> dict[str, Any]:
     return data
 
 
-class SandboxCloudAPI(FakeCloudAPI):
-    """The fake Cloud API, remembering the last status the bot acknowledged per send."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.status_of: dict[str, str] = {}
-
-    # The ticks under the bot's messages: a status counts once our webhook took it.
-    async def _post_status(self, job: _StatusJob) -> None:
-        await super()._post_status(job)
-        self.status_of[job.wamid] = job.remaining[0]
-
-
 class Transcript:
     """Both sides of every simulated chat, in one order.
 
@@ -133,7 +120,7 @@ class Transcript:
     before the message it answers.
     """
 
-    def __init__(self, fake: SandboxCloudAPI) -> None:
+    def __init__(self, fake: FakeCloudAPI) -> None:
         self._fake = fake
         self._entries: list[JSONDict] = []
         self._fake_seq = 0
@@ -178,7 +165,7 @@ class Transcript:
         statuses: dict[str, str] = {}
         for entry in mine:
             if entry["direction"] == "out":
-                status = self._fake.status_of.get(entry["id"])
+                status = self._fake.acknowledged.get(entry["id"])
                 if status is not None:
                     statuses[entry["id"]] = status
             elif entry["webhook_status"] is not None:
@@ -189,7 +176,7 @@ class Transcript:
 class Simulator:
     """The phone simulator's state: the fake, the chats, and where demo data comes from."""
 
-    def __init__(self, fake: SandboxCloudAPI, settings: Settings, demo: dict[str, Any]) -> None:
+    def __init__(self, fake: FakeCloudAPI, settings: Settings, demo: dict[str, Any]) -> None:
         self.fake = fake
         self.settings = settings
         self.demo = demo
@@ -363,7 +350,7 @@ class Sandbox:
         self.host = host
         self.port = port
         self.demo = load_demo_billing() if demo is None else demo
-        self.fake = SandboxCloudAPI(
+        self.fake = FakeCloudAPI(
             phone_id=self.settings.whatsapp_phone_id,
             token=self.settings.whatsapp_token,
             app_secret=self.settings.whatsapp_app_secret,

