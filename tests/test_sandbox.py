@@ -25,10 +25,9 @@ from bot.sandbox import (
     UNKNOWN_WA_ID,
     Sandbox,
     load_demo_billing,
-    whatsapp_id_for,
 )
 from flows.catalog import default_catalog
-from flows.phones import phone_key, wa_id_key
+from flows.phones import phone_key, wa_id_key, whatsapp_id_for
 from store import db
 from tests.conftest import create_database, drop_database, dsn_for, reset
 
