@@ -101,7 +101,11 @@ def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
                 await asyncio.wait_for(task, timeout=10)
         if cloud is not None:
             await cloud.close()
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except (TimeoutError, asyncpg.InterfaceError, OSError) as e:
+            log.warning("closing the database pool: %s; terminating it", e)
+            pool.terminate()
 
     app.cleanup_ctx.append(resources)
     return app
