@@ -23,6 +23,8 @@ FAQ_TOPICS = (
 
 # Options of the main menu that belong to conversations of later releases.
 COMING_SOON = ("upgrade", "transfer", "cancel")
+# Every option of the main menu, in the order shown to an identified customer.
+MENU_OPTIONS = (*COMING_SOON, "alerts", "faq", "human")
 
 
 def _faq_choice(topic: str, *, hidden: bool = False) -> Choice:
@@ -68,48 +70,16 @@ class Menu(Step):
         return self.identity.status is IdentityStatus.IDENTIFIED
 
     def main_choices(self) -> list[Choice]:
-        human = Choice(
-            "human",
-            "go_human",
-            "menu.options.human.title",
-            "menu.options.human.keywords",
-            "menu.options.human.description",
-        )
-        faq = Choice(
-            "faq",
-            "go_faq",
-            "menu.options.faq.title",
-            "menu.options.faq.keywords",
-            "menu.options.faq.description",
-        )
+        faq, human = _menu_option("faq", "go_faq"), _menu_option("human", "go_human")
         hidden_faq = [_faq_choice(t, hidden=True) for t in FAQ_TOPICS]
         if not self.identified:
             return [faq, human, *hidden_faq]
-        soon = [
-            Choice(
-                o,
-                "coming_soon",
-                f"menu.options.{o}.title",
-                f"menu.options.{o}.keywords",
-                f"menu.options.{o}.description",
-                sets=(("soon", o),),
-            )
-            for o in COMING_SOON
-        ]
-        alerts = Choice(
-            "alerts",
-            "go_alerts",
-            "menu.options.alerts.title",
-            "menu.options.alerts.keywords",
-            "menu.options.alerts.description",
-        )
-        return [*soon, alerts, faq, human, *hidden_faq]
+        soon = [_menu_option(o, "coming_soon", sets=(("soon", o),)) for o in COMING_SOON]
+        return [*soon, _menu_option("alerts", "go_alerts"), faq, human, *hidden_faq]
 
     def choices(self) -> list[Choice]:
         back = Choice("menu", "go_menu", "common.back_to_menu", "words.menu")
-        human = Choice(
-            "human", "go_human", "menu.options.human.title", "menu.options.human.keywords"
-        )
+        human = _menu_option("human", "go_human")
         match self.state:
             case "main" | "start" | "ended":
                 return self.main_choices()
@@ -174,13 +144,14 @@ class Menu(Step):
         self.say(f"faq.{topic}.answer", panel_url=self.deps.panel_details_url)
         self.send(self.prompt(self.t("faq.after_answer"), self.choices()))
 
-    _alerts_on: bool = True
+    # The customer's alert preference, read when the alerts state needs it.
+    _alerts_on: bool | None = None
 
     async def render_alerts(self) -> None:
         if self.client is None:
             await self.trigger("go_menu")
             return
-        if not hasattr(self, "_toggled"):
+        if self._alerts_on is None:
             self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
         status = self.t("alerts.status_on" if self._alerts_on else "alerts.status_off")
         body = self.t("alerts.body", status=status, panel_url=self.deps.panel_details_url)
@@ -189,7 +160,6 @@ class Menu(Step):
     def toggle(self) -> None:
         assert self.client is not None
         self._alerts_on = not self._alerts_on
-        self._toggled = True
         self.effect(SetAlerts(self.client.id, self._alerts_on))
         self.say("alerts.now_on" if self._alerts_on else "alerts.now_off")
 
@@ -209,6 +179,18 @@ class Menu(Step):
 
     async def render_ended(self) -> None:
         self.say("menu.goodbye")
+
+
+def _menu_option(menu_option: str, trigger: str, **extra: Any) -> Choice:
+    assert menu_option in MENU_OPTIONS
+    return Choice(
+        menu_option,
+        trigger,
+        f"menu.options.{menu_option}.title",
+        f"menu.options.{menu_option}.keywords",
+        f"menu.options.{menu_option}.description",
+        **extra,
+    )
 
 
 def _first_name(name: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from flows.catalog import Catalog, default_catalog, placeholders
 from flows.matching import fold
-from flows.menu import COMING_SOON, FAQ_TOPICS
+from flows.menu import COMING_SOON, FAQ_TOPICS, MENU_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.glob("flows/*.py"), *ROOT.glob("bot/*.py")])
@@ -32,6 +32,7 @@ KNOWN_VALUES: dict[str, tuple[str, ...]] = {
     "topic": FAQ_TOPICS,  # menu._faq_choice(topic), render_faq_answer (checked in FAQ_TOPICS)
     "o": COMING_SOON,  # Menu.main_choices: for o in COMING_SOON
     "option": COMING_SOON,  # render_coming_soon: ctx["soon"], set by those choices
+    "menu_option": MENU_OPTIONS,  # menu._menu_option(menu_option, …)
 }
 
 # WhatsApp limits (SPEC §5).
