@@ -14,9 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot import metrics, webhook
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
+from bot.listener import Signals
 from bot.sender import Sender
 from bot.wa_client import CloudAPI
-from bot.webhook import POOL, SETTINGS
+from bot.webhook import POOL, SETTINGS, SIGNALS
 from flows.billing import Billing
 from flows.catalog import default_catalog
 from store import db
@@ -72,12 +73,15 @@ def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
         app[POOL] = pool
         billing = make_billing(settings, pool)
         app[BILLING] = billing
+        signals = Signals(pool)
+        await signals.start()
+        app[SIGNALS] = signals
         tasks: list[asyncio.Task[None]] = []
         dispatcher: Dispatcher | None = None
         sender: Sender | None = None
         cloud: CloudAPI | None = None
         if workers:
-            dispatcher = Dispatcher(pool, settings, billing, default_catalog())
+            dispatcher = Dispatcher(pool, settings, billing, default_catalog(), signals)
             cloud = CloudAPI(
                 api_url=settings.whatsapp_api_url,
                 phone_id=settings.whatsapp_phone_id,
@@ -86,7 +90,7 @@ def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
                 timeout=settings.send_timeout_seconds,
                 max_connections=settings.send_concurrency,
             )
-            sender = Sender(pool, settings, cloud)
+            sender = Sender(pool, settings, cloud, signals)
             tasks = [
                 asyncio.create_task(dispatcher.run(), name="dispatcher"),
                 asyncio.create_task(sender.run(), name="sender"),
@@ -101,6 +105,7 @@ def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
                 await asyncio.wait_for(task, timeout=10)
         if cloud is not None:
             await cloud.close()
+        await signals.stop()
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
         except (TimeoutError, asyncpg.InterfaceError, OSError) as e:

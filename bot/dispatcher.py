@@ -20,7 +20,7 @@ import asyncpg
 
 from bot import metrics
 from bot.config import Settings
-from bot.listener import Wakeup
+from bot.listener import INBOX, OUTBOX, Signals
 from flows import conversation
 from flows.billing import Billing, BillingError, Found
 from flows.catalog import Catalog
@@ -40,7 +40,6 @@ from flows.runtime import (
 )
 from store import turns
 from store.db import Conn
-from store.inbox import INBOX_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +56,23 @@ class _AlertsReader:
 
 class Dispatcher:
     def __init__(
-        self, pool: asyncpg.Pool, settings: Settings, billing: Billing, catalog: Catalog
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        billing: Billing,
+        catalog: Catalog,
+        signals: Signals,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.billing = billing
         self.catalog = catalog
         self.matcher = Matcher(catalog.words("words.negations"))
-        self._wake = Wakeup(pool, INBOX_CHANNEL)
+        self.signals = signals
         self._stopping = False
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
-        await self._wake.start()
         workers = [
             asyncio.create_task(self._worker(i), name=f"dispatch-{i}")
             for i in range(self.settings.dispatch_concurrency)
@@ -82,11 +85,10 @@ class Dispatcher:
             for w in workers:
                 with contextlib.suppress(asyncio.CancelledError):
                     await w
-            await self._wake.stop()
 
     def stop(self) -> None:
         self._stopping = True
-        self._wake.poke()
+        self.signals.poke(INBOX)
 
     async def _worker(self, number: int) -> None:
         while not self._stopping:
@@ -97,10 +99,10 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
                 continue
             if not worked:
-                await self._wake.wait(IDLE_WAIT_SECONDS)
+                await self.signals.wait(INBOX, IDLE_WAIT_SECONDS)
             else:
-                # Others may be idle while more is queued: let one of them look too.
-                self._wake.poke()
+                # Others may be idle while more is queued: let them look too.
+                self.signals.poke(INBOX)
 
     async def process_one(self) -> bool:
         """Process the next message; False when there was none."""
@@ -192,6 +194,8 @@ class Dispatcher:
             ],
             processed_by=self.identity,
         )
+        if turn.replies:
+            self.signals.notify(OUTBOX)
         metrics.INBOX_LAG.observe(
             max(0.0, (datetime.now(UTC) - claimed.received_at).total_seconds())
         )
@@ -224,6 +228,7 @@ class Dispatcher:
                 recipient=conv.recipient,
                 replies=[turns.OutgoingRow(to_json(Text(self.catalog.text("common.error"))), None)],
             )
+        self.signals.notify(OUTBOX)
 
 
 async def _lock_conversation(

@@ -24,10 +24,9 @@ from pywa_async.errors import WhatsAppError
 
 from bot import metrics
 from bot.config import Settings
-from bot.listener import Wakeup
+from bot.listener import OUTBOX, Signals
 from flows.outbound import Message, Template, from_json, limit_violations
 from store import outbox
-from store.inbox import OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,9 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
 
 
 class Sender:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, transport: Transport) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, transport: Transport, signals: Signals
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.transport = transport
@@ -66,11 +67,10 @@ class Sender:
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.send_concurrency)
         self._results: asyncio.Queue[outbox.Outcome] = asyncio.Queue()
-        self._wake = Wakeup(pool, OUTBOX_CHANNEL)
+        self.signals = signals
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        await self._wake.start()
         writer = asyncio.create_task(self._write_results(), name="outbox-writer")
         sweeper = asyncio.create_task(self._sweep(), name="outbox-sweeper")
         try:
@@ -82,7 +82,6 @@ class Sender:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             self._stopping.set()
             await writer
-            await self._wake.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -109,7 +108,7 @@ class Sender:
             if claim.budget_wait > 0:
                 await asyncio.sleep(claim.budget_wait)
                 continue
-            await self._wake.wait(IDLE_WAIT_SECONDS)
+            await self.signals.wait(OUTBOX, IDLE_WAIT_SECONDS)
 
     async def _wait_any(self, timeout: float) -> None:
         if not self._inflight:
@@ -214,7 +213,7 @@ class Sender:
                 except (OSError, asyncpg.PostgresError) as e:
                     log.warning("recording send outcomes failed (%s), retrying", e)
                     await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-            self._wake.poke()
+            self.signals.poke(OUTBOX)
 
     async def _sweep(self) -> None:
         while True:
@@ -225,6 +224,7 @@ class Sender:
                         conn, self.settings.ambiguous_after_seconds
                     )
                 if released:
+                    self.signals.notify(OUTBOX)
                     log.warning("re-queued %d sends that never got an answer or status", released)
             except (OSError, asyncpg.PostgresError) as e:
                 log.warning("outbox sweep failed: %s", e)

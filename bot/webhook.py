@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot import metrics
 from bot.config import Settings
+from bot.listener import INBOX, OUTBOX, Signals
 from bot.signatures import SignatureCheck, check
 from bot.wa_updates import PayloadError, parse
 from flows.runtime import timestamp_or_now
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+SIGNALS: web.AppKey[Signals] = web.AppKey("signals", Signals)
 
 
 def _error(status: int, outcome: str, message: str) -> web.Response:
@@ -113,6 +115,10 @@ async def receive(request: web.Request) -> web.Response:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         log.error("webhook not stored, asking Meta to retry: %s", e)
         return _error(503, "unavailable", "temporarily unavailable")
+    if result.new:
+        request.app[SIGNALS].notify(INBOX)
+    if result.requeued:
+        request.app[SIGNALS].notify(OUTBOX)
     metrics.WEBHOOK_MESSAGES.inc(result.new)
     for s in parsed.statuses:
         metrics.WEBHOOK_STATUSES.labels(status=s.status).inc()

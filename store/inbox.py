@@ -14,9 +14,6 @@ import asyncpg
 
 from store.db import Conn
 
-INBOX_CHANNEL = "inbox"
-OUTBOX_CHANNEL = "outbox"
-
 # Meta error codes after which a message that failed *after* acceptance may be sent
 # again: Meta tells us it was not delivered, so a new attempt cannot double it.
 TRANSIENT_CODES = (130429, 131000, 131016, 131056, 131057)
@@ -45,6 +42,14 @@ class Accepted:
     new: int
     duplicates: int
     statuses_applied: int
+    # Sends that a failure status put back in the queue (to retry, or as a template).
+    requeued: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusesApplied:
+    applied: int
+    requeued: int
 
 
 def without_nul(value: Any) -> Any:
@@ -68,7 +73,7 @@ async def accept(
 ) -> Accepted:
     """Keep the raw body and the new messages (a known wamid is a no-op), apply statuses."""
     new = 0
-    applied = 0
+    statuses_result = StatusesApplied(0, 0)
     async with pool.acquire() as conn, conn.transaction():
         if messages:
             keys = sorted({m.conversation_key for m in messages})
@@ -101,16 +106,21 @@ async def accept(
                 delivery_id,
             )
             new = len(inserted)
-            if new:
-                await conn.execute("SELECT pg_notify($1, '')", INBOX_CHANNEL)
         if statuses:
-            applied = await apply_statuses(conn, statuses, max_send_attempts=max_send_attempts)
-    return Accepted(new=new, duplicates=len(messages) - new, statuses_applied=applied)
+            statuses_result = await apply_statuses(
+                conn, statuses, max_send_attempts=max_send_attempts
+            )
+    return Accepted(
+        new=new,
+        duplicates=len(messages) - new,
+        statuses_applied=statuses_result.applied,
+        requeued=statuses_result.requeued,
+    )
 
 
 async def apply_statuses(
     conn: Conn, statuses: Sequence[Status], *, max_send_attempts: int = 8
-) -> int:
+) -> StatusesApplied:
     """Move outbox rows forward (never back). A row is found by our id echoed in
     biz_opaque_callback_data, else by wamid. A failure Meta reports after accepting the
     message is retried when it is transient, or re-sent as the template when the 24 h
@@ -163,6 +173,6 @@ async def apply_statuses(
         max_send_attempts,
         now,
     )
-    if any(r["status"] == "pending" for r in result):
-        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
-    return len(result)
+    return StatusesApplied(
+        applied=len(result), requeued=sum(1 for r in result if r["status"] == "pending")
+    )

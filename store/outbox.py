@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 from store.db import Conn
-from store.inbox import OUTBOX_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,25 +61,7 @@ async def claim(conn: Conn, limit: int, pacing: Pacing) -> Claim:
         if allowed < 1:
             return Claim([], (1 - float(tokens)) / pacing.rate_per_second)
         rows = await conn.fetch(
-            """
-            SELECT o.id, o.recipient, o.message, o.template, o.attempts + 1 AS attempts,
-                   o.force_template, c.last_inbound_at
-            FROM outbox AS o
-            LEFT JOIN conversations AS c ON c.id = o.conversation_id
-            LEFT JOIN recipient_pacing AS p ON p.recipient = o.recipient
-            WHERE o.status = 'pending' AND o.not_before <= now()
-              AND NOT EXISTS (
-                  SELECT 1 FROM outbox AS e
-                  WHERE e.recipient = o.recipient AND e.status IN ('pending', 'sending')
-                    AND e.id < o.id)
-              AND (p.recipient IS NULL OR (
-                  (p.blocked_until IS NULL OR p.blocked_until <= now())
-                  AND least($2::float8, p.tokens
-                      + extract(epoch FROM now() - p.updated_at) / $3::float8) >= 1))
-            ORDER BY o.id
-            LIMIT $1
-            FOR UPDATE OF o SKIP LOCKED
-            """,
+            "SELECT * FROM claim_outbox($1, $2, $3)",
             allowed,
             float(pacing.recipient_burst),
             pacing.recipient_interval_seconds,
@@ -201,7 +182,6 @@ async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
                 [r.error_message[:1000] for r in retries],
                 [r.as_template for r in retries],
             )
-            await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         if failed:
             await conn.execute(
                 """
@@ -258,8 +238,6 @@ async def release_ambiguous(conn: Conn, older_than_seconds: float) -> int:
         """,
         older_than_seconds,
     )
-    if rows:
-        await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
     return len(rows)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from store.db import Conn
-from store.inbox import OUTBOX_CHANNEL, without_nul
+from store.inbox import without_nul
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +56,7 @@ async def claim_next(conn: Conn) -> ClaimedMessage | None:
     transaction. Rows of a conversation wait behind its earlier ones (arrival order);
     rows locked by other workers are skipped, so conversations run in parallel."""
     row = await conn.fetchrow(
-        """
-        SELECT id, wamid, conversation_key, message, attempts, received_at
-        FROM inbox AS i
-        WHERE status = 'pending' AND not_before <= now()
-          AND NOT EXISTS (
-              SELECT 1 FROM inbox AS e
-              WHERE e.status = 'pending' AND e.conversation_key = i.conversation_key
-                AND e.id < i.id)
-        ORDER BY id
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-        """
+        "SELECT id, wamid, conversation_key, message, attempts, received_at FROM claim_inbox()"
     )
     if row is None:
         return None
@@ -134,8 +123,8 @@ async def lock_conversation(
     return _conversation(row)
 
 
-# Queues replies in order and wakes the senders; shared by the statements below, whose
-# parameters $1–$7 are always `_queue_args`.
+# Queues replies in order; shared by the statements below, whose parameters $1–$6 are
+# always `_queue_args`.
 _QUEUE = """
     o AS (
         INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
@@ -145,7 +134,6 @@ _QUEUE = """
         RETURNING id
     )
 """
-_NOTIFY = "SELECT pg_notify($7, '') FROM (SELECT count(*) AS n FROM o) AS q WHERE n > 0"
 
 
 def _queue_args(
@@ -162,7 +150,6 @@ def _queue_args(
         [without_nul(r.message) for r in replies],
         [without_nul(r.template) if r.template else None for r in replies],
         purpose,
-        OUTBOX_CHANNEL,
     )
 
 
@@ -183,15 +170,15 @@ async def save_turn(
     await conn.execute(
         f"""
         WITH c AS (
-            UPDATE conversations SET flow_state = $8, context = $9, client_id = $10,
+            UPDATE conversations SET flow_state = $7, context = $8, client_id = $9,
                                      updated_at = now()
             WHERE id = $2
         ), {_QUEUE}, i AS (
             UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1,
-                             processed_by = $11
+                             processed_by = $10
             WHERE id = $3
         )
-        {_NOTIFY}
+        SELECT 1
         """,
         *_queue_args(recipient, conversation_id, inbox_id, replies, purpose),
         state,
@@ -211,7 +198,7 @@ async def queue_replies(
     purpose: str = "reply",
 ) -> None:
     await conn.execute(
-        f"WITH {_QUEUE} {_NOTIFY}",
+        f"WITH {_QUEUE} SELECT 1",
         *_queue_args(recipient, conversation_id, inbox_id, replies, purpose),
     )
 

@@ -14,6 +14,7 @@ import pytest
 
 from bot import wa_payloads
 from bot.fake_cloud_api import FakeCloudAPI
+from bot.listener import Signals
 from bot.sender import Sender
 from bot.wa_client import CloudAPI
 from flows.outbound import Button, Buttons, Template, Text, to_json
@@ -35,7 +36,9 @@ async def running_sender(
         timeout=settings.send_timeout_seconds,
         max_connections=settings.send_concurrency,
     )
-    sender = Sender(pool, settings, cloud)
+    signals = Signals(pool)
+    await signals.start()
+    sender = Sender(pool, settings, cloud, signals)
     task = asyncio.create_task(sender.run())
     try:
         yield sender
@@ -43,6 +46,7 @@ async def running_sender(
         sender.stop()
         await asyncio.wait_for(task, 20)
         await cloud.close()
+        await signals.stop()
 
 
 async def queue(
