@@ -9,8 +9,6 @@ import logging
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from bot import logs
 from bot.config import ConfigError, Settings
 
@@ -42,10 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_sandbox(settings, port=args.port)
     logs.setup(settings.log_level, as_json=settings.log_json)
     if args.command == "serve":
-        from bot.app import build_app
+        from bot.serve import serve
 
-        web.run_app(build_app(settings), host=settings.host, port=settings.port, print=None)
-        return 0
+        return serve(settings)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     if args.command == "billing" and args.billing_command == "load":

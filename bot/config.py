@@ -40,6 +40,8 @@ class Settings:
     data_dir: Path = Path(".data")
     port: int = 8080
     host: str = "0.0.0.0"
+    # Worker processes of `serve` sharing the port (one per core).
+    processes: int = 1
     whatsapp_phone_id: str = ""
     whatsapp_token: str = ""
     whatsapp_app_secret: str = ""
@@ -92,6 +94,7 @@ class Settings:
             data_dir=Path(env.get("DATA_DIR") or ".data"),
             port=_int(env, "PORT", 8080),
             host=env.get("HOST", "0.0.0.0"),
+            processes=max(1, _int(env, "PROCESSES", 1)),
             whatsapp_phone_id=env.get("WHATSAPP_PHONE_ID", ""),
             whatsapp_token=env.get("WHATSAPP_TOKEN", ""),
             whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),

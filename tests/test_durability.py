@@ -169,3 +169,33 @@ async def test_two_processes_share_the_work(
         finally:
             for s in servers:
                 s.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_one_command_several_processes_on_one_port(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """PROCESSES=2: two workers share the port and the database; SIGTERM stops both."""
+    await LocalBilling(pool).load(bulk_clients(100))
+    batches = make_batches(customers=100, per_customer=4)
+    total = sum(len(b) for b in batches)
+    async with FakeCloudAPI(
+        phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET, statuses=("sent",)
+    ) as fake:
+        port = free_port()
+        fake.webhook_url = f"http://127.0.0.1:{port}/webhook"
+        server = ServerProcess(
+            server_env(database_url, fake.base_url, port, PROCESSES="2"),
+            tmp_path / "server.log",
+        )
+        await server.start()
+        try:
+            await deliver_like_meta([fake.webhook_url], batches)
+            await wait_for(total, fake, timeout=60)
+            await asyncio.sleep(1.0)
+            await assert_exactly_one_reply_each(pool, fake, batches)
+            by_process = await pool.fetch("SELECT DISTINCT processed_by FROM inbox")
+            assert len(by_process) == 2, by_process
+        finally:
+            code = server.stop()
+        assert code == 0, server.logs()
