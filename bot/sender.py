@@ -65,7 +65,6 @@ class Sender:
             recipient_burst=settings.recipient_burst,
         )
         self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(settings.send_concurrency)
         self._results: asyncio.Queue[outbox.Outcome] = asyncio.Queue()
         self.signals = signals
         self._stopping = asyncio.Event()
@@ -76,8 +75,7 @@ class Sender:
         try:
             await self._claim_loop()
         finally:
-            for task in (sweeper,):
-                task.cancel()
+            sweeper.cancel()
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             self._stopping.set()
@@ -95,7 +93,7 @@ class Sender:
             try:
                 async with self.pool.acquire() as conn:
                     claim = await outbox.claim(conn, free, self.pacing)
-            except (OSError, asyncpg.PostgresError) as e:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 log.warning("outbox claim failed: %s", e)
                 await asyncio.sleep(1.0)
                 continue
