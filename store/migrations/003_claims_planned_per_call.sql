@@ -1,10 +1,15 @@
--- The claim queries, planned at every call.
+-- The claim queries, planned at every call and written so that no plan is quadratic.
 --
 -- A plan cached by a long-lived connection while the inbox was empty (a fresh database,
--- the first minutes of a deploy) checks "is this the oldest pending message of its
+-- the first minutes of a deploy) checked "is this the oldest pending message of its
 -- conversation?" by walking every pending row: with a backlog of 5,000 messages each
 -- claim took two seconds. PL/pgSQL's EXECUTE plans afresh each time, with the table's
 -- real size, for a fraction of a millisecond.
+--
+-- The check itself is a correlated "first open row of this conversation" subquery, not
+-- NOT EXISTS: with statistics saying open rows are rare, the planner turned NOT EXISTS
+-- into a join that rescans every open row per candidate (4 ms a claim at 4,000 pending,
+-- measured), while the subquery stays an index probe per candidate.
 
 CREATE FUNCTION claim_inbox() RETURNS SETOF inbox
 LANGUAGE plpgsql AS $fn$
@@ -12,10 +17,10 @@ BEGIN
     RETURN QUERY EXECUTE $q$
         SELECT * FROM inbox AS i
         WHERE status = 'pending' AND not_before <= now()
-          AND NOT EXISTS (
-              SELECT 1 FROM inbox AS e
+          AND i.id = (
+              SELECT e.id FROM inbox AS e
               WHERE e.status = 'pending' AND e.conversation_key = i.conversation_key
-                AND e.id < i.id)
+              ORDER BY e.id LIMIT 1)
         ORDER BY id
         LIMIT 1
         FOR UPDATE SKIP LOCKED
@@ -42,10 +47,10 @@ BEGIN
         LEFT JOIN conversations AS c ON c.id = o.conversation_id
         LEFT JOIN recipient_pacing AS p ON p.recipient = o.recipient
         WHERE o.status = 'pending' AND o.not_before <= now()
-          AND NOT EXISTS (
-              SELECT 1 FROM outbox AS e
+          AND o.id = (
+              SELECT e.id FROM outbox AS e
               WHERE e.recipient = o.recipient AND e.status IN ('pending', 'sending')
-                AND e.id < o.id)
+              ORDER BY e.id LIMIT 1)
           AND (p.recipient IS NULL OR (
               (p.blocked_until IS NULL OR p.blocked_until <= now())
               AND least($2, p.tokens + extract(epoch FROM now() - p.updated_at) / $3) >= 1))
