@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from rapidfuzz import fuzz
 
@@ -37,6 +38,12 @@ def fold(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return _NON_WORD.sub(" ", stripped).strip()
+
+
+@lru_cache(maxsize=4096)
+def _keyword_words(keyword: str) -> tuple[str, ...]:
+    """A keyword folded and split, once: the same few hundred keywords come every time."""
+    return tuple(fold(keyword).split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +130,7 @@ class Matcher:
         return any(h.score >= self.cutoff for h in hits)
 
     def _hits(self, words: list[str], keywords: Iterable[str]) -> list[_Hit]:
-        return [self._score(words, fold(keyword).split()) for keyword in keywords]
+        return [self._score(words, _keyword_words(keyword)) for keyword in keywords]
 
     def _refused(self, hits: list[_Hit]) -> bool:
         """A keyword said with a negation refuses the whole option, including the shorter
@@ -131,7 +138,7 @@ class Matcher:
         "una persona", whose own window is out of the negation's reach."""
         return any(h.negated and h.score >= self.cutoff for h in hits)
 
-    def _score(self, words: list[str], keyword: list[str]) -> _Hit:
+    def _score(self, words: list[str], keyword: Sequence[str]) -> _Hit:
         if not keyword or not words:
             return _Hit(0.0, False)
         phrase = " ".join(keyword)
