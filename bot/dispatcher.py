@@ -109,10 +109,11 @@ class Dispatcher:
         claimed: turns.ClaimedMessage | None = None
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                claimed = await turns.claim_next(conn)
-                if claimed is None:
+                start = await turns.claim_turn(conn)
+                if start is None:
                     return False
-                await self._turn(conn, claimed)
+                claimed = start.message
+                await self._turn(conn, start)
             metrics.TURNS.labels(result="done").inc()
             return True
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
@@ -132,10 +133,9 @@ class Dispatcher:
                 await self._apologise(claimed)
             return True
 
-    async def _turn(self, conn: Conn, claimed: turns.ClaimedMessage) -> None:
-        data = claimed.data
-        inbound = Inbound.from_inbox(data)
-        conv = await _lock_conversation(conn, claimed, inbound)
+    async def _turn(self, conn: Conn, start: turns.TurnStart) -> None:
+        claimed, conv = start.message, start.conversation
+        inbound = Inbound.from_inbox(claimed.data)
         deps = Deps(
             catalog=self.catalog,
             matcher=self.matcher,
@@ -153,7 +153,7 @@ class Dispatcher:
         )
         identity = Identity(IdentityStatus.UNKNOWN)
         try:
-            identity = await self._identify(conn, conv.wa_id)
+            identity = await self._identify(conv.wa_id, start.linked_client_id)
             turn = await conversation.handle(view, inbound, identity, deps, datetime.now(UTC))
         except BillingError:
             # The billing system is down: say so, keep the conversation where it was.
@@ -200,11 +200,11 @@ class Dispatcher:
             max(0.0, (datetime.now(UTC) - claimed.received_at).total_seconds())
         )
 
-    async def _identify(self, conn: Conn, wa_id: str | None) -> Identity:
-        """The billing client behind this WhatsApp number (SPEC §3)."""
+    async def _identify(self, wa_id: str | None, linked: str | None) -> Identity:
+        """The billing client behind this WhatsApp number (SPEC §3): the one a number
+        change tied it to, else the account whose phone it is."""
         if not wa_id:
             return Identity(IdentityStatus.NO_PHONE)
-        linked = await turns.linked_client(conn, wa_id)
         if linked is not None:
             client = await self.billing.get_client(linked)
             if client is not None:

@@ -5,6 +5,7 @@ Runs inside the webhook request, so it is one short transaction and nothing else
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -74,42 +75,22 @@ async def accept(
     """Keep the raw body and the new messages (a known wamid is a no-op), apply statuses."""
     new = 0
     statuses_result = StatusesApplied(0, 0)
-    async with pool.acquire() as conn, conn.transaction():
-        if messages:
-            keys = sorted({m.conversation_key for m in messages})
-            # Per-conversation order is inbox id order. Taking each conversation's lock
-            # (in a fixed order, so no deadlock) makes ids commit in the order they are
-            # given: a later id of the same customer can never become visible first.
-            await conn.execute(
-                """
-                SELECT pg_advisory_xact_lock(h)
-                FROM (SELECT DISTINCT hashtextextended(k, 0) AS h
-                      FROM unnest($1::text[]) AS k ORDER BY 1) AS locks
-                """,
-                keys,
-            )
-            delivery_id = await conn.fetchval(
-                "INSERT INTO webhook_deliveries (body) VALUES ($1) RETURNING id",
-                body.replace("\x00", ""),
-            )
-            inserted = await conn.fetch(
-                """
-                INSERT INTO inbox (wamid, conversation_key, delivery_id, message)
-                SELECT w, k, $4, m
-                FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS t(w, k, m)
-                ON CONFLICT (wamid) DO NOTHING
-                RETURNING id
-                """,
-                [m.wamid for m in messages],
-                [m.conversation_key for m in messages],
-                [without_nul(m.data) for m in messages],
-                delivery_id,
-            )
-            new = len(inserted)
-        if statuses:
-            statuses_result = await apply_statuses(
-                conn, statuses, max_send_attempts=max_send_attempts
-            )
+    # Each part is one statement; only a webhook carrying both needs a transaction.
+    async with pool.acquire() as conn:
+        both = conn.transaction() if messages and statuses else contextlib.nullcontext()
+        async with both:
+            if messages:
+                new = await conn.fetchval(
+                    "SELECT accept_messages($1, $2::text[], $3::text[], $4::jsonb[])",
+                    body.replace("\x00", ""),
+                    [m.wamid for m in messages],
+                    [m.conversation_key for m in messages],
+                    [without_nul(m.data) for m in messages],
+                )
+            if statuses:
+                statuses_result = await apply_statuses(
+                    conn, statuses, max_send_attempts=max_send_attempts
+                )
     return Accepted(
         new=new,
         duplicates=len(messages) - new,

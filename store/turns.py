@@ -51,34 +51,39 @@ class OutgoingRow:
     template: dict[str, Any] | None
 
 
-async def claim_next(conn: Conn) -> ClaimedMessage | None:
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    message: ClaimedMessage
+    conversation: ConversationRow
+    # The client a number change tied this WhatsApp number to (contact_links), if any.
+    linked_client_id: str | None
+
+
+async def claim_turn(conn: Conn) -> TurnStart | None:
     """The oldest pending message that heads its conversation, locked for this
-    transaction. Rows of a conversation wait behind its earlier ones (arrival order);
-    rows locked by other workers are skipped, so conversations run in parallel."""
-    row = await conn.fetchrow(
-        "SELECT id, wamid, conversation_key, message, attempts, received_at FROM claim_inbox()"
-    )
+    transaction, with its conversation created or locked (one round trip). Messages of
+    a conversation wait behind its earlier ones; rows locked by other workers are
+    skipped, so conversations run in parallel (store/migrations/003, 004)."""
+    row = await conn.fetchrow("SELECT * FROM claim_turn()")
     if row is None:
         return None
-    return ClaimedMessage(
-        inbox_id=row["id"],
-        wamid=row["wamid"],
-        conversation_key=row["conversation_key"],
-        data=row["message"],
-        attempts=row["attempts"],
-        received_at=row["received_at"],
+    return TurnStart(
+        message=ClaimedMessage(
+            inbox_id=row["inbox_id"],
+            wamid=row["wamid"],
+            conversation_key=row["conversation_key"],
+            data=row["message"],
+            attempts=row["attempts"],
+            received_at=row["received_at"],
+        ),
+        conversation=_conversation(row, id_column="conversation_id"),
+        linked_client_id=row["linked_client_id"],
     )
 
 
-_CONVERSATION_COLUMNS = """
-    id, key, wa_id, user_id, profile_name, client_id, flow_state, context,
-    updated_at, last_inbound_at
-"""
-
-
-def _conversation(row: asyncpg.Record) -> ConversationRow:
+def _conversation(row: asyncpg.Record, *, id_column: str = "id") -> ConversationRow:
     return ConversationRow(
-        id=row["id"],
+        id=row[id_column],
         key=row["key"],
         wa_id=row["wa_id"],
         user_id=row["user_id"],
@@ -100,19 +105,9 @@ async def lock_conversation(
     profile_name: str | None,
     inbound_at: datetime | None,
 ) -> ConversationRow:
-    """Create or lock the conversation and read its state *after* the lock is held (the
-    race aiogram's issue #1317 describes: state read before the lock is stale)."""
+    """Create or lock the conversation (see lock_conversation in migration 004)."""
     row = await conn.fetchrow(
-        f"""
-        INSERT INTO conversations (key, wa_id, user_id, profile_name, last_inbound_at)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (key) DO UPDATE SET
-            wa_id = coalesce(EXCLUDED.wa_id, conversations.wa_id),
-            user_id = coalesce(EXCLUDED.user_id, conversations.user_id),
-            profile_name = coalesce(EXCLUDED.profile_name, conversations.profile_name),
-            last_inbound_at = greatest(conversations.last_inbound_at, EXCLUDED.last_inbound_at)
-        RETURNING {_CONVERSATION_COLUMNS}
-        """,
+        "SELECT * FROM lock_conversation($1, $2, $3, $4, $5)",
         key,
         wa_id,
         user_id,
@@ -300,8 +295,3 @@ async def move_conversation(
             old_wa_id or None,
         )
     return str(moved) if moved else new_wa_id
-
-
-async def linked_client(conn: Conn, wa_id: str) -> str | None:
-    value = await conn.fetchval("SELECT client_id FROM contact_links WHERE wa_id = $1", wa_id)
-    return str(value) if value is not None else None
