@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from flows.matching import fold
 from flows.runtime import Choice, Escalate, IdentityStatus, SetAlerts, Step
 
 # The frequent questions, in the order shown; answers come from the help pages.
@@ -103,7 +104,8 @@ class Menu(Step):
             # A first message (or the first after leaving): whatever it says, the answer
             # is the menu, unless it already names one of the menu's options.
             # The customer has not seen the menu yet: a bare number means nothing here.
-            if not await super().understand(numbered=False):
+            # A bare greeting, the usual first message, needs no matching at all.
+            if self._bare_greeting() or not await super().understand(numbered=False):
                 await self.trigger("go_menu")
             return True
         if self.state == "handed_over" and not await super().understand(numbered=numbered):
@@ -112,6 +114,10 @@ class Menu(Step):
         if self.state == "alerts" and self.client is not None:
             self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
         return await super().understand(numbered=numbered)
+
+    def _bare_greeting(self) -> bool:
+        greetings = {fold(g) for g in self.deps.catalog.words("words.greetings")}
+        return fold(self.inbound.text) in greetings
 
     # -- states -------------------------------------------------------------------
     async def render_start(self) -> None:
