@@ -1,4 +1,4 @@
-"""Command line: `python -m bot serve | sandbox | migrate | billing load FILE`."""
+"""Command line: `python -m bot serve | sandbox | migrate | billing …`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,26 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 from bot import logs
 from bot.config import ConfigError, Settings
 
 log = logging.getLogger("bot")
+
+# `billing` subcommands that change one record the way a billing system's staff or cron
+# would, emitting the matching event: (help, argument name).
+_BILLING_ACTIONS = {
+    "pay": ("mark an invoice paid (applies what it pays for)", "invoice_id"),
+    "cancel-invoice": ("void an unpaid invoice", "invoice_id"),
+    "suspend": ("suspend a service", "service_id"),
+    "unsuspend": ("reactivate a suspended service", "service_id"),
+    "terminate": ("terminate a service (baja)", "service_id"),
+    "delete-domain": ("remove a domain from the database", "domain_id"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     billing_sub = billing.add_subparsers(dest="billing_command", required=True)
     load = billing_sub.add_parser("load", help="import clients, products, services… (JSON)")
     load.add_argument("file", type=Path)
+    billing_sub.add_parser("export", help="the current data as JSON on stdout")
+    for name, (help_text, argument) in _BILLING_ACTIONS.items():
+        billing_sub.add_parser(name, help=help_text).add_argument(argument)
+    quote = billing_sub.add_parser("quote", help="make a quote available to a client")
+    quote.add_argument("client_id")
+    quote.add_argument("total")
+    quote.add_argument("--subject", default="")
     args = parser.parse_args(argv)
 
     try:
@@ -44,37 +65,89 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve(settings)
     if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
-    if args.command == "billing" and args.billing_command == "load":
+        return asyncio.run(_with_billing(settings, _migrated))
+    return _billing(settings, args)
+
+
+def _billing(settings: Settings, args: argparse.Namespace) -> int:
+    from flows.billing import BillingRefused
+    from store.billing_import import ImportProblems
+    from store.billing_local import LocalBilling
+
+    command: str = args.billing_command
+    action: Callable[[LocalBilling], Awaitable[int]]
+    if command == "load":
         try:
             data = json.loads(args.file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             print(f"cannot read {args.file}: {e}", file=sys.stderr)
             return 1
-        return asyncio.run(_billing_load(settings, args.file, data))
-    parser.error("unknown command")
-    return 2
+
+        async def action(b: LocalBilling) -> int:
+            await b.load(data)
+            print(f"loaded {args.file}", file=sys.stderr)
+            return 0
+
+    elif command == "export":
+
+        async def action(b: LocalBilling) -> int:
+            print(json.dumps(await b.export(), ensure_ascii=False, indent=2))
+            return 0
+
+    elif command == "quote":
+        try:
+            total = Decimal(args.total)
+        except InvalidOperation:
+            print(f"total {args.total!r} is not an amount", file=sys.stderr)
+            return 2
+
+        async def action(b: LocalBilling) -> int:
+            print(await b.create_quote(args.client_id, total, subject=args.subject))
+            return 0
+
+    else:
+        record_id = getattr(args, _BILLING_ACTIONS[command][1])
+        run: dict[str, Callable[[LocalBilling], Awaitable[Any]]] = {
+            "pay": lambda b: b.pay_invoice(record_id),
+            "cancel-invoice": lambda b: b.cancel_invoice(record_id),
+            "suspend": lambda b: b.set_service_status(record_id, "suspended"),
+            "unsuspend": lambda b: b.set_service_status(record_id, "active"),
+            "terminate": lambda b: b.set_service_status(record_id, "terminated"),
+            "delete-domain": lambda b: b.delete_domain(record_id),
+        }
+
+        async def action(b: LocalBilling) -> int:
+            await run[command](b)
+            print(f"{command} {record_id}: done", file=sys.stderr)
+            return 0
+
+    try:
+        return asyncio.run(_with_billing(settings, action))
+    except ImportProblems as e:
+        print(f"nothing was imported; {len(e.problems)} problem(s):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    except BillingRefused as e:
+        print(f"{command}: {e}", file=sys.stderr)
+        return 1
 
 
-async def _migrate(settings: Settings) -> int:
-    from bot.app import open_pool
-
-    pool = await open_pool(settings)
-    await pool.close()
-    print("migrations applied")
-    return 0
-
-
-async def _billing_load(settings: Settings, path: Path, data: dict[str, object]) -> int:
-    from bot.app import open_pool
+async def _with_billing(settings: Settings, action: Callable[[Any], Awaitable[int]]) -> int:
+    from bot.app import make_billing, open_pool
     from store.billing_local import LocalBilling
 
     pool = await open_pool(settings)
     try:
-        await LocalBilling(pool, default_region=settings.default_region).load(data)
+        billing = make_billing(settings.with_(billing_backend="local"), pool)
+        assert isinstance(billing, LocalBilling)
+        return await action(billing)
     finally:
         await pool.close()
-    print(f"loaded {path}")
+
+
+async def _migrated(_billing: Any) -> int:
+    print("migrations applied", file=sys.stderr)
     return 0
 
 

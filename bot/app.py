@@ -20,6 +20,7 @@ from bot.wa_client import CloudAPI
 from bot.webhook import POOL, SETTINGS, SIGNALS
 from flows.billing import Billing
 from flows.catalog import default_catalog
+from flows.pricing import Policy
 from store import db
 from store.billing_local import LocalBilling
 from store.migrate import migrate
@@ -48,7 +49,12 @@ async def no_500(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def make_billing(settings: Settings, pool: asyncpg.Pool) -> Billing:
     if settings.billing_backend == "local":
-        return LocalBilling(pool, default_region=settings.default_region)
+        return LocalBilling(
+            pool,
+            default_region=settings.default_region,
+            policy=Policy(settings.upgrade_pricing),
+            panel_url=settings.panel_url,
+        )
     raise NotImplementedError("the WHMCS backend arrives with the billing-backends issue")
 
 

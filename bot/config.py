@@ -24,6 +24,13 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or allowed[0]
+    if raw not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
 def _float(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -54,6 +61,13 @@ class Settings:
     whmcs_identifier: str = ""
     whmcs_secret: str = ""
     whmcs_access_key: str = ""
+    whmcs_timeout_seconds: float = 15.0
+    # WHMCS's API does not expose upgrade paths: they are read from this file.
+    whmcs_upgrades_file: Path = Path("config/whmcs_upgrades.toml")
+    # Upgrade pricing: "difference" (the help page's rule) or "prorata" (WHMCS's method).
+    upgrade_pricing: str = "difference"
+    # The customer panel (invoice links of the local backend).
+    panel_url: str = "https://www.paneldecliente.com"
     # Where an unidentified customer is sent to fix the phone on their account.
     panel_details_url: str = "https://www.paneldecliente.com/clientarea.php?action=details"
     # Region used to read account phones written without a country code.
@@ -112,6 +126,12 @@ class Settings:
             whmcs_identifier=env.get("WHMCS_IDENTIFIER", ""),
             whmcs_secret=env.get("WHMCS_SECRET", ""),
             whmcs_access_key=env.get("WHMCS_ACCESS_KEY", ""),
+            whmcs_timeout_seconds=_float(env, "WHMCS_TIMEOUT_SECONDS", 15.0),
+            whmcs_upgrades_file=Path(
+                env.get("WHMCS_UPGRADES_FILE") or "config/whmcs_upgrades.toml"
+            ),
+            upgrade_pricing=_choice(env, "UPGRADE_PRICING", ("difference", "prorata")),
+            panel_url=(env.get("PANEL_URL") or cls.panel_url).rstrip("/"),
             panel_details_url=env.get("PANEL_DETAILS_URL", cls.panel_details_url),
             default_region=env.get("DEFAULT_REGION", "AR"),
             display_timezone=env.get("DISPLAY_TIMEZONE", cls.display_timezone),

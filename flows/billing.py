@@ -1,15 +1,27 @@
 """The billing system as the flows see it: one interface, two implementations
 (`store.billing_local` on our own tables, `bot.whmcs` over WHMCS's API), chosen by
 `BILLING_BACKEND`.
+
+Every operation on a service names the client asking, and the backend checks the service
+is theirs: nothing about another account can leak through a guessed id. Operations that
+change something take a `request_id` (the inbound message's id): asked twice, they act
+once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Protocol
+
+from flows.pricing import Policy, UpgradeQuote, difference, is_upgrade, prorata
+
+CYCLES = ("monthly", "quarterly", "semiannually", "annually", "biennially", "triennially")
+SERVICE_STATUSES = ("pending", "active", "suspended", "cancelled", "terminated")
+INVOICE_STATUSES = ("unpaid", "paid", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,21 @@ class ClientLookup:
 
 
 @dataclass(frozen=True, slots=True)
+class Category:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    category_id: str
+    name: str
+    # Price per billing cycle; a cycle the product is not sold in is absent.
+    prices: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     id: str
     client_id: str
@@ -44,19 +71,202 @@ class Service:
     label: str
     status: str
     billing_cycle: str
-    amount: Decimal
+    amount: Decimal  # the recurring amount, what was paid for the current period
     next_due: date | None
+    period_start: date | None = None
+    category_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    id: str
+    client_id: str
+    service_id: str | None
+    total: Decimal
+    status: str
+    due: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    id: str
+    client_id: str
+    name: str
+    status: str
+    auto_renew: bool
+    next_due: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeOption:
+    """A category the service can technically move to, with its packages that are
+    upgrades (priced above the current one)."""
+
+    category: Category
+    products: tuple[Product, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedUpgrade:
+    quote: UpgradeQuote
+    product: Product
+    invoice: Invoice
+    invoice_url: str
+
+
+class CancellationKind(Enum):
+    IMMEDIATE = "immediate"  # within the day
+    END_OF_PERIOD = "end_of_period"  # keeps working until the paid period ends
+
+
+@dataclass(frozen=True, slots=True)
+class CancellationRequest:
+    id: str
+    service_id: str
+    kind: CancellationKind
+    reason: str
+    requested_at: datetime
+
+
+class TransferResult(Enum):
+    DONE = "done"
+    # The billing system cannot move a service between clients by API (WHMCS): a person
+    # must do it; the flow queues it for staff.
+    NEEDS_STAFF = "needs_staff"
+
+
+# -- errors -----------------------------------------------------------------------------
 
 
 class BillingError(Exception):
     """The billing system could not answer; the flow apologises and offers a person."""
 
 
+class BillingUnavailable(BillingError):
+    """Timeout, connection failure, 5xx or an HTML error page: try again later."""
+
+
+class OutcomeUnknown(BillingError):
+    """A change may or may not have happened (the answer was lost). Never retried
+    blindly: a person checks (placing an upgrade twice would charge twice)."""
+
+
+class BillingRefused(BillingError):
+    """The billing system answered, and said no. `reason` is a stable code the flow
+    turns into a sentence; `detail` is for logs and staff only."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+# Reasons of BillingRefused that the flows explain to the customer.
+NOT_FOUND = "not_found"  # no such record for this client (never says whose it is)
+NOT_AN_UPGRADE = "not_an_upgrade"  # priced equal or below: a downgrade (help page)
+NOT_OFFERED = "not_offered"  # not among the packages the systems can move it to
+CYCLE_NOT_SOLD = "cycle_not_sold"
+# Pro-rata keeps the next due date, so the billing cycle cannot change with the upgrade.
+CYCLE_FIXED = "cycle_fixed"
+SERVICE_NOT_ACTIVE = "service_not_active"
+UNPAID_INVOICES = "unpaid_invoices"
+NOT_VERIFIED = "not_verified"
+SAME_CLIENT = "same_client"
+
+
 class Billing(Protocol):
+    # -- who is writing ---------------------------------------------------------------
     async def find_client_by_phone(self, wa_id: str) -> ClientLookup:
         """The account whose phone is this WhatsApp id (SPEC §3, Identification)."""
         ...
 
     async def get_client(self, client_id: str) -> Client | None: ...
 
+    async def find_client_by_email(self, email: str) -> Client | None: ...
+
+    # -- what they have ----------------------------------------------------------------
     async def list_services(self, client_id: str) -> list[Service]: ...
+
+    async def get_service(self, client_id: str, service_id: str) -> Service | None:
+        """The service if it is this client's, else None."""
+        ...
+
+    async def list_invoices(
+        self, client_id: str, *, service_id: str | None = None, status: str | None = None
+    ) -> list[Invoice]: ...
+
+    async def list_domains(self, client_id: str) -> list[Domain]: ...
+
+    async def invoice_link(self, client_id: str, invoice_id: str) -> str:
+        """Where the customer pays or sees the invoice."""
+        ...
+
+    # -- upgrades -----------------------------------------------------------------------
+    async def upgrade_options(self, client_id: str, service_id: str) -> list[UpgradeOption]:
+        """Categories (with their packages) the service can move up to automatically."""
+        ...
+
+    async def quote_upgrade(
+        self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
+    ) -> UpgradeQuote: ...
+
+    async def place_upgrade(
+        self,
+        client_id: str,
+        service_id: str,
+        product_id: str,
+        cycle: str,
+        *,
+        today: date,
+        request_id: str,
+    ) -> PlacedUpgrade:
+        """Generate the invoice; once it is paid the upgrade applies by itself."""
+        ...
+
+    # -- cancellations, domains, transfers ---------------------------------------------
+    async def request_cancellation(
+        self,
+        client_id: str,
+        service_id: str,
+        kind: CancellationKind,
+        reason: str,
+        *,
+        request_id: str,
+    ) -> CancellationRequest: ...
+
+    async def stop_domain_renewal(self, client_id: str, domain_id: str) -> Domain: ...
+
+    async def transfer_service(
+        self, client_id: str, service_id: str, to_client_id: str, *, request_id: str
+    ) -> TransferResult: ...
+
+
+def upgrade_quote(
+    policy: Policy, service: Service, product: Product, cycle: str, *, today: date
+) -> UpgradeQuote:
+    """What moving `service` to `product` in `cycle` costs under the configured policy,
+    or BillingRefused: a package priced equal or below is a downgrade (the help page's
+    shelf), a cycle the package is not sold in cannot be chosen, and pro-rata keeps the
+    service's cycle."""
+    if not is_upgrade(service.amount, service.billing_cycle, product.prices):
+        raise BillingRefused(NOT_AN_UPGRADE, f"{product.id} is not priced above {service.id}")
+    if cycle not in product.prices:
+        raise BillingRefused(CYCLE_NOT_SOLD, f"{product.id} is not sold {cycle}")
+    if policy is Policy.PRORATA:
+        if cycle != service.billing_cycle:
+            raise BillingRefused(CYCLE_FIXED, f"pro-rata keeps {service.billing_cycle}")
+        if service.next_due is None:
+            raise BillingRefused(NOT_OFFERED, f"{service.id} has no next due date")
+        return prorata(
+            current_recurring=service.amount,
+            new_price_same_cycle=product.prices[cycle],
+            cycle=cycle,
+            next_due=service.next_due,
+            today=today,
+        )
+    return difference(
+        paid_for_current_period=service.amount,
+        new_price=product.prices[cycle],
+        new_cycle=cycle,
+        enabled_on=today,
+    )

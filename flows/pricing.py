@@ -14,6 +14,7 @@ Two policies (SPEC §3):
 from __future__ import annotations
 
 import calendar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -112,3 +113,22 @@ def prorata(
         days_left=days_left,
         days_in_cycle=days_in_cycle,
     )
+
+
+def monthly(amount: Decimal, cycle: str) -> Decimal:
+    """The price of a cycle per month, to compare packages sold in different cycles."""
+    return amount / cycle_months(cycle)
+
+
+def is_upgrade(
+    current_amount: Decimal, current_cycle: str, new_prices: Mapping[str, Decimal]
+) -> bool:
+    """Whether a package is priced above the current one (help page: only those are
+    upgrades; equal or lower is a downgrade). Compared in the service's own cycle when
+    the package is sold in it, else per month at the package's cheapest rate."""
+    if not new_prices:
+        return False
+    if current_cycle in new_prices:
+        return new_prices[current_cycle] > current_amount
+    cheapest = min(monthly(price, cycle) for cycle, price in new_prices.items())
+    return cheapest > monthly(current_amount, current_cycle)

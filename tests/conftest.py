@@ -26,7 +26,8 @@ _TABLES = """
     webhook_deliveries, inbox, conversations, outbox, recipient_pacing, contact_links,
     escalations, alert_preferences, billing_clients, billing_categories, billing_products,
     billing_product_prices, billing_product_upgrades, billing_services, billing_invoices,
-    billing_domains
+    billing_domains, billing_upgrade_orders, billing_cancellation_requests, billing_quotes,
+    events
 """
 
 
