@@ -311,6 +311,8 @@ class LocalBilling:
     ) -> TransferResult:
         """Move the service to another client after the help page's checks: both
         accounts verified, the service active and fully paid, two different clients."""
+        if client_id == to_client_id:
+            raise BillingRefused(SAME_CLIENT)
         async with self.pool.acquire() as conn, conn.transaction():
             service = await conn.fetchrow(
                 "SELECT client_id, status FROM billing_services WHERE id = $1 FOR UPDATE",
@@ -321,8 +323,6 @@ class LocalBilling:
             if service["client_id"] == to_client_id:
                 # Already moved: this request (or its twin) was carried out before.
                 return TransferResult.DONE
-            if client_id == to_client_id:
-                raise BillingRefused(SAME_CLIENT)
             verified = await conn.fetch(
                 "SELECT id, verified FROM billing_clients WHERE id = ANY($1::text[])",
                 [client_id, to_client_id],
