@@ -441,13 +441,19 @@ class LocalBilling:
 
     async def cancel_invoice(self, invoice_id: str) -> Invoice:
         async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.fetchval(
+                "SELECT status FROM billing_invoices WHERE id = $1 FOR UPDATE", invoice_id
+            )
+            if status is None:
+                raise BillingRefused(NOT_FOUND, f"invoice {invoice_id}")
+            if status != "unpaid":
+                raise BillingRefused("invoice_not_unpaid", f"{invoice_id} is {status}")
             row = await conn.fetchrow(
                 "UPDATE billing_invoices SET status = 'cancelled' WHERE id = $1 "
-                "AND status = 'unpaid' RETURNING id, client_id, service_id, total, status, due",
+                "RETURNING id, client_id, service_id, total, status, due",
                 invoice_id,
             )
-            if row is None:
-                raise BillingRefused(NOT_FOUND, f"unpaid invoice {invoice_id}")
+            assert row is not None
             invoice = _invoice(row)
             await self._emit(
                 conn, "invoice.cancelled", invoice.client_id, self._invoice_data(invoice)
@@ -457,6 +463,8 @@ class LocalBilling:
     async def create_quote(
         self, client_id: str, total: Decimal, *, subject: str = "", valid_until: date | None = None
     ) -> str:
+        if not total.is_finite() or total < 0:
+            raise BillingRefused("invalid_amount", f"{total} is not an amount")
         async with self.pool.acquire() as conn, conn.transaction():
             quote_id = await conn.fetchval(
                 """
@@ -503,7 +511,7 @@ class LocalBilling:
         await conn.execute(
             """
             INSERT INTO events (id, type, occurred_at, client_id, data)
-            VALUES ($1, $2, now(), $3, $4)
+            VALUES ($1, $2, clock_timestamp(), $3, $4)
             """,
             f"local-{uuid.uuid4()}",
             event_type,

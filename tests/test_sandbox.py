@@ -191,6 +191,23 @@ def test_demo_billing_covers_the_help_page_cases() -> None:
     assert DEMO_BILLING.name == "demo_billing.json"
 
 
+def test_demo_billing_lets_the_panel_show_every_event() -> None:
+    """Paying a suspended service's only unpaid invoice reactivates it; some customer has
+    a domain to delete and a service with an upgrade path."""
+    unpaid = [i for i in DEMO["invoices"] if i["status"] == "unpaid"]
+    services = {s["id"]: s for s in DEMO["services"]}
+    assert any(
+        services[i["service"]]["status"] == "suspended"
+        and sum(1 for j in unpaid if j["service"] == i["service"]) == 1
+        for i in unpaid
+    )
+    with_upgrades = {p["id"] for p in DEMO["products"] if p["upgrades_to"]}
+    active_upgradable = {s["client"] for s in DEMO["services"] if s["status"] == "active"} & {
+        s["client"] for s in DEMO["services"] if s["product"] in with_upgrades
+    }
+    assert active_upgradable & {d["client"] for d in DEMO["domains"]}
+
+
 # --- the simulator's API ----------------------------------------------------------------
 
 
@@ -337,6 +354,7 @@ async def test_page_and_assets_are_served(sandbox: Sandbox, http: aiohttp.Client
         assert "script-src 'self'" in response.headers["Content-Security-Policy"]
         page = await response.text()
     assert "/sandbox/static/sandbox.js" in page
+    assert "Eventos de facturación (se envían como alertas)" in page
     for asset, kind in (("sandbox.js", "javascript"), ("sandbox.css", "text/css")):
         async with http.get(f"{sandbox.url}/sandbox/static/{asset}") as response:
             assert response.status == 200
@@ -377,6 +395,226 @@ async def test_a_busy_port_fails_cleanly(database_url: str) -> None:
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"{sandbox.fake.base_url}/_fake/stats")
+
+
+# --- the billing panel's API -------------------------------------------------------------
+
+LUCIA = "demo-lucia"
+LUCIA_SUSPENDED = "demo-s-lucia-clasicos"
+LUCIA_UNPAID = "demo-i-1004"
+
+
+async def billing_state(
+    http: aiohttp.ClientSession, sandbox: Sandbox, client_id: str
+) -> dict[str, Any]:
+    async with http.get(f"{sandbox.url}/sandbox/api/billing/{client_id}") as response:
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+async def billing_post(
+    http: aiohttp.ClientSession, sandbox: Sandbox, path: str, body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    url = f"{sandbox.url}/sandbox/api/billing/{path}"
+    async with http.post(url, json={} if body is None else body) as response:
+        assert response.content_type == "application/json", await response.text()
+        answer: dict[str, Any] = await response.json()
+        return response.status, answer
+
+
+def event_types(state: dict[str, Any]) -> list[str]:
+    return [e["type"] for e in state["events"]]
+
+
+async def test_billing_state_of_a_customer(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    state = await billing_state(http, sandbox, LUCIA)
+    assert state["client"]["name"] == "Lucía Fernández"
+    services = {s["id"]: s for s in state["services"]}
+    assert services[LUCIA_SUSPENDED] == {
+        "id": LUCIA_SUSPENDED,
+        "label": "Radio Sur Clásicos (puerto 8012)",
+        "product": "Radio Básica",
+        "status": "suspended",
+        "cycle": "monthly",
+        "amount": "8.00",
+        "next_due": "2026-11-01",
+    }
+    invoices = {i["id"]: i for i in state["invoices"]}
+    assert invoices[LUCIA_UNPAID] == {
+        "id": LUCIA_UNPAID,
+        "service_id": LUCIA_SUSPENDED,
+        "service": "Radio Sur Clásicos (puerto 8012)",
+        "total": "8.00",
+        "status": "unpaid",
+        "due": "2026-11-01",
+    }
+    assert state["domains"] == []
+    assert state["events"] == []
+    juan = await billing_state(http, sandbox, "demo-juan")
+    assert [(d["name"], d["auto_renew"]) for d in juan["domains"]] == [("juanperez.com.ar", True)]
+
+
+async def test_paying_an_unpaid_invoice_reactivates_the_suspended_service(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    status, answer = await billing_post(http, sandbox, f"{LUCIA}/invoices/{LUCIA_UNPAID}/pay")
+    assert status == 200, answer
+    assert answer["done"]["invoice"]["status"] == "paid"
+
+    state = await billing_state(http, sandbox, LUCIA)
+    assert {i["id"]: i["status"] for i in state["invoices"]}[LUCIA_UNPAID] == "paid"
+    assert {s["id"]: s["status"] for s in state["services"]}[LUCIA_SUSPENDED] == "active"
+    # Both in the payment's transaction: same instant, so no order between them.
+    assert sorted(event_types(state)) == ["invoice.paid", "service.unsuspended"]
+    events = {e["type"]: e for e in state["events"]}
+    assert events["invoice.paid"]["data"]["invoice_id"] == LUCIA_UNPAID
+    assert events["invoice.paid"]["data"]["total"] == "8.00"
+    assert events["service.unsuspended"]["data"]["service_id"] == LUCIA_SUSPENDED
+    assert answer["events"] == state["events"]
+
+    # Paid already: refused with the reason, and nothing emitted.
+    status, answer = await billing_post(http, sandbox, f"{LUCIA}/invoices/{LUCIA_UNPAID}/pay")
+    assert status == 400
+    assert answer["reason"] == "invoice_not_unpaid"
+    assert len((await billing_state(http, sandbox, LUCIA))["events"]) == 2
+
+
+async def test_paying_for_an_active_service_emits_only_the_payment(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    status, _ = await billing_post(http, sandbox, "demo-carlos/invoices/demo-i-1006/pay")
+    assert status == 200
+    assert event_types(await billing_state(http, sandbox, "demo-carlos")) == ["invoice.paid"]
+
+
+async def test_service_actions_emit_their_events(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    path = "demo-juan/services/demo-s-juan-web"
+    status, answer = await billing_post(http, sandbox, f"{path}/suspend")
+    assert status == 200, answer
+    assert answer["done"]["service"]["status"] == "suspended"
+    assert event_types(answer) == ["service.suspended"]
+    assert answer["events"][0]["data"] == {
+        "service_id": "demo-s-juan-web",
+        "service": "juanperez.com.ar",
+    }
+    # Suspending twice would alert the customer twice: refused.
+    status, answer = await billing_post(http, sandbox, f"{path}/suspend")
+    assert (status, answer["reason"]) == (400, "service_status")
+
+    assert (await billing_post(http, sandbox, f"{path}/unsuspend"))[0] == 200
+    status, answer = await billing_post(http, sandbox, f"{path}/terminate")
+    assert status == 200
+    assert {s["id"]: s["status"] for s in answer["services"]}["demo-s-juan-web"] == "terminated"
+    # Newest first.
+    assert event_types(answer) == ["service.terminated", "service.unsuspended", "service.suspended"]
+    for action in ("suspend", "unsuspend", "terminate"):
+        status, answer = await billing_post(http, sandbox, f"{path}/{action}")
+        assert (status, answer["reason"]) == (400, "service_status"), action
+    assert len((await billing_state(http, sandbox, "demo-juan"))["events"]) == 3
+
+
+async def test_voiding_deleting_and_quoting_emit_their_events(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    status, answer = await billing_post(http, sandbox, "demo-carlos/invoices/demo-i-1006/cancel")
+    assert status == 200, answer
+    assert {i["id"]: i["status"] for i in answer["invoices"]}["demo-i-1006"] == "cancelled"
+    assert event_types(answer) == ["invoice.cancelled"]
+    status, answer = await billing_post(http, sandbox, "demo-carlos/invoices/demo-i-1006/cancel")
+    assert (status, answer["reason"]) == (400, "invoice_not_unpaid")
+
+    status, answer = await billing_post(http, sandbox, "demo-carlos/domains/demo-d-carlos/delete")
+    assert status == 200, answer
+    assert answer["domains"] == []
+    assert answer["events"][0]["type"] == "domain.deleted"
+    assert answer["events"][0]["data"]["domain"] == "rodriguez.mx"
+
+    status, answer = await billing_post(
+        http,
+        sandbox,
+        "demo-carlos/quotes",
+        {"total": "120,5", "subject": " Migración\n del  sitio\t"},
+    )
+    assert status == 200, answer
+    quote = answer["done"]["quote"]
+    assert quote["total"] == "120.50"
+    assert quote["subject"] == "Migración del sitio"
+    created = answer["events"][0]
+    assert created["type"] == "quote.created"
+    assert created["data"]["quote_id"] == quote["id"]
+    assert created["data"]["total"] == "120.50"
+    assert event_types(answer) == ["quote.created", "domain.deleted", "invoice.cancelled"]
+
+
+async def test_billing_errors_are_clear_json(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
+    for path in (
+        f"{LUCIA}/invoices/no-such-invoice/pay",
+        f"{LUCIA}/invoices/no-such-invoice/cancel",
+        # Another customer's records are not found from this customer's panel.
+        f"demo-juan/invoices/{LUCIA_UNPAID}/pay",
+        f"demo-juan/services/{LUCIA_SUSPENDED}/unsuspend",
+        "demo-juan/domains/demo-d-carlos/delete",
+        "no-such-client/quotes",
+    ):
+        status, answer = await billing_post(http, sandbox, path, {"total": "10"})
+        assert status == 404, path
+        assert answer["reason"] == "not_found", path
+        assert answer["error"].startswith("no existe"), path
+    status, answer = await billing_post(http, sandbox, f"{LUCIA}/invoices/no-such-invoice/pay")
+    assert "no-such-invoice" in answer["error"]
+
+    for total in (
+        "abc",
+        "",
+        "0",
+        "-5",
+        "1.234",
+        "NaN",
+        "Infinity",
+        "1e20",
+        None,
+        True,
+        [],
+        10,
+        0.5,
+    ):
+        status, answer = await billing_post(http, sandbox, "demo-juan/quotes", {"total": total})
+        assert status == 400, total
+        assert "total" in answer["error"], total
+    status, answer = await billing_post(
+        http, sandbox, "demo-juan/quotes", {"total": "10", "subject": "x" * 201}
+    )
+    assert status == 400
+    status, _ = await billing_post(http, sandbox, "demo-juan/quotes", ["not", "an", "object"])
+    assert status == 400
+
+    url = f"{sandbox.url}/sandbox/api/billing"
+    # Only JSON: another web page cannot post here without a CORS preflight.
+    async with http.post(f"{url}/demo-juan/quotes", data="total=10") as response:
+        assert response.status == 400
+    async with http.post(
+        f"{url}/demo-juan/quotes", data=b"{", headers={"Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 400
+        assert "JSON" in (await response.json())["error"]
+    for method, path in (
+        ("GET", "no-such-client"),
+        ("GET", f"{LUCIA}/invoices/{LUCIA_UNPAID}/pay"),
+        ("POST", f"{LUCIA}/invoices/{LUCIA_UNPAID}/refund"),
+        ("POST", ""),
+    ):
+        async with http.request(method, f"{url}/{path}", json={}) as response:
+            assert response.status == 404, path
+            assert "error" in await response.json()
+
+    # Nothing above changed anything or emitted an event.
+    for client in DEMO["clients"]:
+        assert (await billing_state(http, sandbox, client["id"]))["events"] == []
+    state = await billing_state(http, sandbox, LUCIA)
+    assert {i["id"]: i["status"] for i in state["invoices"]}[LUCIA_UNPAID] == "unpaid"
 
 
 # --- `python -m bot sandbox` as a real process -------------------------------------------

@@ -168,3 +168,53 @@ async def test_unknown_number_and_a_sticker(sandbox: Sandbox, browser: Browser) 
         re.compile(re.escape(unsupported)), timeout=REPLY_TIMEOUT_MS
     )
     assert errors == []
+
+
+async def test_billing_panel_pays_an_invoice_and_shows_the_events(
+    sandbox: Sandbox, browser: Browser
+) -> None:
+    errors: list[str] = []
+    page = await open_page(browser, sandbox, errors)
+    await page.get_by_role("button", name=re.compile("Lucía Fernández")).click()
+
+    panel = page.get_by_role("region", name="Facturación", exact=True)
+    invoice = panel.locator('tr[data-invoice-id="demo-i-1004"]')
+    await expect(invoice).to_contain_text("impaga")
+    await expect(invoice).to_contain_text("8.00 $")
+    service = panel.locator('[data-service-id="demo-s-lucia-clasicos"]')
+    await expect(service).to_contain_text("suspendido")
+    events = page.get_by_role("region", name="Eventos de facturación (se envían como alertas)")
+    await expect(events).to_contain_text("Todavía no hay eventos")
+
+    await panel.get_by_role("button", name="Pagar factura demo-i-1004").click()
+    await expect(invoice).to_contain_text("pagada")
+    await expect(invoice.get_by_role("button")).to_have_count(0)
+    await expect(service).to_contain_text("activo")
+    paid = events.locator('[data-event-type="invoice.paid"]')
+    await expect(paid).to_have_count(1)
+    await expect(paid).to_contain_text("Pago de factura")
+    await expect(paid).to_contain_text("factura demo-i-1004")
+    await expect(events.locator('[data-event-type="service.unsuspended"]')).to_have_count(1)
+    # The customer's card on the left follows.
+    card = page.get_by_role("button", name=re.compile("Lucía Fernández"))
+    await expect(card).not_to_contain_text("suspendido")
+
+    # A bad total is refused with the reason; a good one makes a quote and its event.
+    await panel.get_by_label("Total ($)").fill("diez")
+    await panel.get_by_role("button", name="Crear presupuesto").click()
+    await expect(panel.get_by_role("alert")).to_contain_text("total")
+    await panel.get_by_label("Total ($)").fill("45,50")
+    await panel.get_by_label("Asunto").fill("Migración del sitio")
+    await panel.get_by_role("button", name="Crear presupuesto").click()
+    quote = events.locator('[data-event-type="quote.created"]')
+    await expect(quote).to_contain_text("45.50 $")
+    await expect(quote).to_contain_text("Migración del sitio")
+    await expect(panel.get_by_role("alert")).to_be_hidden()
+
+    # The unknown number has no account, so no billing.
+    await page.get_by_role("button", name=re.compile(UNKNOWN_WA_ID)).click()
+    await expect(panel).to_contain_text("no está en ninguna cuenta")
+    await expect(panel.get_by_role("button", name=re.compile("^Pagar"))).to_have_count(0)
+    # Chromium logs every 4xx answer to fetch: only the refused quote's is expected.
+    assert [e for e in errors if "status of 400" not in e] == []
+    assert len(errors) == 1

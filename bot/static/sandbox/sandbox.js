@@ -6,12 +6,38 @@
 
 (() => {
   const POLL_MS = 700;
+  // The billing panel refreshes on its own too: the bot changes billing as well (an
+  // upgrade it places generates an invoice and an event).
+  const BILLING_POLL_MS = 2000;
   const STATUS_LABELS = {
     active: "activo",
     suspended: "suspendido",
     pending: "pendiente",
     cancelled: "cancelado",
     terminated: "dado de baja",
+  };
+  const CYCLE_LABELS = {
+    monthly: "mensual",
+    quarterly: "trimestral",
+    semiannually: "semestral",
+    annually: "anual",
+    biennially: "bienal",
+    triennially: "trienal",
+  };
+  const INVOICE_STATUS_LABELS = { unpaid: "impaga", paid: "pagada", cancelled: "anulada" };
+  // SPEC §3: each event type and the help page's name for its alert.
+  const EVENT_NAMES = {
+    "client.created": "Ingresa un cliente (bienvenida)",
+    "client.password_changed": "Si cambia la clave",
+    "invoice.created": "Generación de factura",
+    "client.updated": "Cliente edita sus propios datos",
+    "invoice.cancelled": "Factura anulada",
+    "invoice.paid": "Pago de factura",
+    "service.suspended": "Servicio suspendido",
+    "service.unsuspended": "Servicio reactivado",
+    "service.terminated": "Servicio dado de baja",
+    "quote.created": "Presupuesto disponible",
+    "domain.deleted": "Dominio borrado",
   };
   const TICK_TITLES = {
     sent: "Enviado",
@@ -35,15 +61,35 @@
     sheet: $("sheet"),
     sheetTitle: $("sheet-title"),
     sheetBody: $("sheet-body"),
+    billingEmpty: $("billing-empty"),
+    billingBody: $("billing-body"),
+    billingClient: $("billing-client"),
+    billingError: $("billing-error"),
+    services: $("billing-services"),
+    invoices: $("billing-invoices"),
+    domains: $("billing-domains"),
+    events: $("billing-events"),
+    quoteForm: $("quote-form"),
+    quoteTotal: $("quote-total"),
+    quoteSubject: $("quote-subject"),
+    quoteDone: $("quote-done"),
   };
 
   const state = {
-    customer: null, // {wa_id, name}
+    customer: null, // {wa_id, name, client_id}; client_id is null for the unknown number
+    card: null, // the selected customer's card
     last: 0, // highest transcript seq shown
     generation: 0, // bumps on every customer change; stale answers are dropped
     polling: false,
     timer: null,
     ticks: new Map(), // message id -> tick element
+    billing: {
+      shown: null, // the JSON last rendered: unchanged answers are not re-rendered
+      seenEvents: null, // event ids already shown; null before the first render
+      polling: false,
+      timer: null,
+      changes: 0, // bumps on every action: a poll that started before one is stale
+    },
   };
 
   // --- small DOM helpers ----------------------------------------------------------
@@ -151,22 +197,28 @@
     card.appendChild(el("span", "wa", customer.wa_id ? `WhatsApp +${customer.wa_id}` : "Sin WhatsApp válido"));
     card.appendChild(el("span", "line", `Teléfono en la cuenta: ${customer.phone || "—"}`));
     card.appendChild(el("span", "line", customer.email));
-    if (customer.services.length) {
-      const list = el("ul", "services");
-      for (const service of customer.services) {
-        const row = el("li", null, `${service.label} — ${service.product} · `);
-        row.appendChild(el("span", `status-${service.status}`, STATUS_LABELS[service.status] || service.status));
-        list.appendChild(row);
-      }
-      card.appendChild(list);
-    }
+    if (customer.services.length) card.appendChild(servicesList(customer.services));
     if (customer.wa_id) {
-      card.addEventListener("click", () => select({ wa_id: customer.wa_id, name: customer.name }, card));
+      card.addEventListener("click", () => select({ wa_id: customer.wa_id, name: customer.name, client_id: customer.id }, card));
     } else {
       card.disabled = true;
     }
     item.appendChild(card);
     return item;
+  }
+
+  function servicesList(services) {
+    const list = el("ul", "services");
+    for (const service of services) {
+      const row = el("li", null, `${service.label} — ${service.product} · `);
+      row.appendChild(statusLabel(service.status));
+      list.appendChild(row);
+    }
+    return list;
+  }
+
+  function statusLabel(status) {
+    return el("span", `status-${status}`, STATUS_LABELS[status] || status);
   }
 
   function unknownCard(unknown) {
@@ -178,7 +230,7 @@
     card.appendChild(el("span", "name", unknown.name));
     card.appendChild(el("span", "wa", `WhatsApp +${unknown.wa_id}`));
     card.appendChild(el("span", "line", "No está en ninguna cuenta: así responde el bot a un desconocido."));
-    card.addEventListener("click", () => select({ wa_id: unknown.wa_id, name: "Visitante" }, card, unknown.name));
+    card.addEventListener("click", () => select({ wa_id: unknown.wa_id, name: "Visitante", client_id: null }, card, unknown.name));
     item.appendChild(card);
     return item;
   }
@@ -188,6 +240,7 @@
       other.setAttribute("aria-pressed", other === card ? "true" : "false");
     }
     state.customer = customer;
+    state.card = card;
     state.last = 0;
     state.generation += 1;
     state.ticks.clear();
@@ -198,6 +251,7 @@
     for (const control of [els.message, els.send, els.sticker, els.location]) control.disabled = false;
     els.message.focus();
     schedulePoll(0);
+    resetBilling();
   }
 
   // --- sending --------------------------------------------------------------------
@@ -444,6 +498,287 @@
     els.sheet.hidden = true;
   }
 
+  // --- billing panel: the billing system's staff side -------------------------------
+
+  function billingUrl(path) {
+    const base = `/sandbox/api/billing/${encodeURIComponent(state.customer.client_id)}`;
+    return path ? `${base}/${path}` : base;
+  }
+
+  function resetBilling() {
+    const billing = state.billing;
+    clearTimeout(billing.timer);
+    billing.shown = null;
+    billing.seenEvents = null;
+    showBillingError(null);
+    els.quoteDone.textContent = "";
+    const hasAccount = Boolean(state.customer && state.customer.client_id);
+    els.billingBody.hidden = !hasAccount;
+    els.billingEmpty.hidden = hasAccount;
+    if (!hasAccount) {
+      els.billingEmpty.textContent = "Este número no está en ninguna cuenta: no tiene datos de facturación.";
+      return;
+    }
+    for (const list of [els.services, els.invoices, els.domains, els.events]) clear(list);
+    els.billingClient.textContent = `Cargando la facturación de ${state.customer.name}…`;
+    scheduleBillingPoll(0);
+  }
+
+  function scheduleBillingPoll(delay) {
+    clearTimeout(state.billing.timer);
+    state.billing.timer = setTimeout(pollBilling, delay);
+  }
+
+  async function pollBilling() {
+    if (!state.customer || !state.customer.client_id) return;
+    const billing = state.billing;
+    if (billing.polling) {
+      scheduleBillingPoll(BILLING_POLL_MS);
+      return;
+    }
+    billing.polling = true;
+    const generation = state.generation;
+    const changes = billing.changes;
+    try {
+      const response = await fetch(billingUrl());
+      const data = await response.json().catch(() => ({}));
+      if (generation === state.generation && changes === billing.changes) {
+        if (response.ok) renderBilling(data);
+        else showBillingError(`No se pudo leer la facturación: ${data.error || `HTTP ${response.status}`}`);
+      }
+    } catch (error) {
+      // The server restarting: the next poll tries again.
+    } finally {
+      billing.polling = false;
+      if (generation === state.generation) scheduleBillingPoll(BILLING_POLL_MS);
+    }
+  }
+
+  // POST one staff action; the answer carries the customer's state after it.
+  async function billingAction(path, body, button) {
+    if (!state.customer || !state.customer.client_id) return null;
+    const generation = state.generation;
+    state.billing.changes += 1;
+    showBillingError(null);
+    if (button) button.disabled = true;
+    try {
+      const response = await fetch(billingUrl(path), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body || {}),
+      });
+      const data = await response.json().catch(() => ({}));
+      if (generation !== state.generation) return null;
+      if (!response.ok) {
+        showBillingError(`No se pudo: ${data.error || `HTTP ${response.status}`}`);
+        return null;
+      }
+      renderBilling(data);
+      return data;
+    } catch (error) {
+      if (generation === state.generation) showBillingError(`No se pudo: ${error.message}`);
+      return null;
+    } finally {
+      state.billing.changes += 1;
+      if (button && button.isConnected) button.disabled = false;
+    }
+  }
+
+  function showBillingError(message) {
+    els.billingError.hidden = !message;
+    els.billingError.textContent = message || "";
+  }
+
+  function renderBilling(data) {
+    const { done, ...current } = data;
+    const json = JSON.stringify(current);
+    if (json === state.billing.shown) return;
+    state.billing.shown = json;
+    const client = current.client;
+    els.billingClient.textContent = `${client.name} · cliente ${client.id} · ${client.email}`;
+    renderServices(current.services);
+    renderInvoices(current.invoices);
+    renderDomains(current.domains);
+    renderEvents(current.events);
+    // The customer's card on the left shows the services' new statuses too.
+    if (state.card) {
+      const old = state.card.querySelector(".services");
+      const fresh = current.services.length ? servicesList(current.services) : null;
+      if (old && fresh) old.replaceWith(fresh);
+      else if (old) old.remove();
+      else if (fresh) state.card.appendChild(fresh);
+    }
+  }
+
+  function money(amount) {
+    return `${amount} $`;
+  }
+
+  function actionButton(text, label, onClick, className) {
+    const button = el("button", `panel-button${className ? ` ${className}` : ""}`, text);
+    button.type = "button";
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    button.addEventListener("click", () => onClick(button));
+    return button;
+  }
+
+  function emptyRow(tbody, columns, text) {
+    const row = el("tr", "empty");
+    const cell = el("td", "muted", text);
+    cell.colSpan = columns;
+    row.appendChild(cell);
+    tbody.appendChild(row);
+  }
+
+  function renderServices(services) {
+    clear(els.services);
+    if (!services.length) {
+      els.services.appendChild(el("li", "muted", "Sin servicios."));
+      return;
+    }
+    for (const service of services) {
+      const card = el("li", "billing-card");
+      card.dataset.serviceId = service.id;
+      const head = el("div", "card-head");
+      head.appendChild(el("strong", null, service.label));
+      head.appendChild(statusLabel(service.status));
+      card.appendChild(head);
+      const cycle = CYCLE_LABELS[service.cycle] || service.cycle;
+      card.appendChild(el("div", "line", `${service.product} · ${cycle} · ${money(service.amount)}`));
+      card.appendChild(el("div", "line", `Próximo vencimiento: ${service.next_due || "—"}`));
+      const actions = el("div", "card-actions");
+      const path = `services/${encodeURIComponent(service.id)}`;
+      const act = (action) => (button) => billingAction(`${path}/${action}`, {}, button);
+      if (service.status === "active") {
+        actions.appendChild(actionButton("Suspender", `Suspender ${service.label}`, act("suspend")));
+      }
+      if (service.status === "suspended") {
+        actions.appendChild(actionButton("Reactivar", `Reactivar ${service.label}`, act("unsuspend")));
+      }
+      if (service.status !== "terminated") {
+        actions.appendChild(actionButton("Dar de baja", `Dar de baja ${service.label}`, act("terminate"), "danger"));
+      }
+      card.appendChild(actions);
+      els.services.appendChild(card);
+    }
+  }
+
+  function renderInvoices(invoices) {
+    clear(els.invoices);
+    if (!invoices.length) {
+      emptyRow(els.invoices, 5, "Sin facturas.");
+      return;
+    }
+    for (const invoice of invoices) {
+      const row = el("tr");
+      row.dataset.invoiceId = invoice.id;
+      const id = el("td", "invoice-id", invoice.id);
+      if (invoice.service) id.title = invoice.service;
+      row.appendChild(id);
+      row.appendChild(el("td", "amount", money(invoice.total)));
+      row.appendChild(el("td", `invoice-status invoice-${invoice.status}`,
+        INVOICE_STATUS_LABELS[invoice.status] || invoice.status));
+      row.appendChild(el("td", "date", invoice.due || "—"));
+      const cell = el("td");
+      const actions = el("div", "row-actions");
+      if (invoice.status === "unpaid") {
+        const path = `invoices/${encodeURIComponent(invoice.id)}`;
+        actions.appendChild(actionButton("Pagar", `Pagar factura ${invoice.id}`,
+          (button) => billingAction(`${path}/pay`, {}, button), "primary"));
+        actions.appendChild(actionButton("Anular", `Anular factura ${invoice.id}`,
+          (button) => billingAction(`${path}/cancel`, {}, button), "danger"));
+      }
+      cell.appendChild(actions);
+      row.appendChild(cell);
+      els.invoices.appendChild(row);
+    }
+  }
+
+  function renderDomains(domains) {
+    clear(els.domains);
+    if (!domains.length) {
+      emptyRow(els.domains, 3, "Sin dominios.");
+      return;
+    }
+    for (const domain of domains) {
+      const row = el("tr");
+      row.dataset.domainId = domain.id;
+      row.appendChild(el("td", null, domain.name));
+      row.appendChild(el("td", null, domain.auto_renew ? "sí" : "no"));
+      const cell = el("td");
+      const actions = el("div", "row-actions");
+      actions.appendChild(actionButton("Borrar", `Borrar dominio ${domain.name}`,
+        (button) => billingAction(`domains/${encodeURIComponent(domain.id)}/delete`, {}, button), "danger"));
+      cell.appendChild(actions);
+      row.appendChild(cell);
+      els.domains.appendChild(row);
+    }
+  }
+
+  function renderEvents(events) {
+    clear(els.events);
+    const seen = state.billing.seenEvents;
+    const now = new Set();
+    if (!events.length) {
+      els.events.appendChild(el("li", "muted", "Todavía no hay eventos para este cliente."));
+    }
+    for (const event of events) {
+      now.add(event.id);
+      // Highlighted when it appeared while the panel was open.
+      const item = el("li", seen && !seen.has(event.id) ? "event new" : "event");
+      item.dataset.eventType = event.type;
+      const head = el("div", "event-head");
+      head.appendChild(el("code", "event-type", event.type));
+      const at = new Date(event.occurred_at);
+      const time = el("time", "event-time", at.toLocaleString("es-AR", {
+        day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+      }));
+      time.dateTime = event.occurred_at;
+      head.appendChild(time);
+      item.appendChild(head);
+      if (EVENT_NAMES[event.type]) item.appendChild(el("div", "event-name", EVENT_NAMES[event.type]));
+      const summary = eventSummary(event.data || {});
+      if (summary) item.appendChild(el("div", "event-data", summary));
+      els.events.appendChild(item);
+    }
+    state.billing.seenEvents = seen ? new Set([...seen, ...now]) : now;
+  }
+
+  function eventSummary(data) {
+    const parts = [];
+    if (data.invoice_id) parts.push(`factura ${data.invoice_id}`);
+    if (data.quote_id) parts.push(`presupuesto ${data.quote_id}`);
+    if (data.service) parts.push(`servicio ${data.service}`);
+    else if (data.service_id && !data.invoice_id) parts.push(`servicio ${data.service_id}`);
+    if (data.domain) parts.push(`dominio ${data.domain}`);
+    if (data.subject) parts.push(`«${data.subject}»`);
+    if (data.total) parts.push(money(data.total));
+    if (data.due_date) parts.push(`vence ${data.due_date}`);
+    if (data.valid_until) parts.push(`válido hasta ${data.valid_until}`);
+    if (parts.length) return parts.join(" · ");
+    // An event type this panel does not know: its fields as they came.
+    return Object.entries(data)
+      .filter(([, value]) => value !== null && typeof value !== "object")
+      .map(([key, value]) => `${key}: ${value}`)
+      .join(" · ");
+  }
+
+  async function createQuote(event) {
+    event.preventDefault();
+    const button = els.quoteForm.querySelector("button[type=submit]");
+    els.quoteDone.textContent = "";
+    const data = await billingAction("quotes", {
+      total: els.quoteTotal.value,
+      subject: els.quoteSubject.value,
+    }, button);
+    if (data && data.done && data.done.quote) {
+      const quote = data.done.quote;
+      els.quoteDone.textContent = `Presupuesto ${quote.id} creado por ${money(quote.total)}.`;
+      els.quoteForm.reset();
+    }
+  }
+
   // --- wiring ---------------------------------------------------------------------
 
   els.form.addEventListener("submit", (event) => {
@@ -457,6 +792,7 @@
     }
   });
   els.message.addEventListener("input", autosize);
+  els.quoteForm.addEventListener("submit", createQuote);
   els.sticker.addEventListener("click", () => send({ type: "sticker" }));
   els.location.addEventListener("click", () => send({ type: "location" }));
   for (const closer of els.sheet.querySelectorAll("[data-close-sheet]")) {
