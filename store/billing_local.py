@@ -218,7 +218,9 @@ class LocalBilling:
             raise BillingRefused(NOT_FOUND, f"service {service_id}")
         return service
 
-    async def _upgrade_targets(self, service: Service) -> list[Product]:
+    async def _paths(self, service: Service, only: str | None = None) -> list[Product]:
+        """The packages this service's product can move to automatically (`upgrades_to`),
+        or just `only` if it is one of them."""
         rows = await self.pool.fetch(
             """
             SELECT p.id, p.category_id, p.name,
@@ -227,35 +229,25 @@ class LocalBilling:
             FROM billing_product_upgrades AS u
             JOIN billing_products AS p ON p.id = u.target_id
             LEFT JOIN billing_product_prices AS pp ON pp.product_id = p.id
-            WHERE u.product_id = $1
+            WHERE u.product_id = $1 AND ($2::text IS NULL OR u.target_id = $2)
             GROUP BY p.id ORDER BY p.name
             """,
             service.product_id,
+            only,
         )
-        products = [_product(r) for r in rows]
+        return [_product(r) for r in rows]
+
+    async def _upgrade_targets(self, service: Service) -> list[Product]:
         # Only packages priced above the current one are upgrades (the help page).
-        return [p for p in products if _upgrade_of(service, p)]
+        return [p for p in await self._paths(service) if _upgrade_of(service, p)]
 
     async def _offered(self, service: Service, product_id: str) -> Product:
         """The product if the systems can move this service to it automatically; a
         downgrade among the paths is refused by upgrade_quote with its own reason."""
-        rows = await self.pool.fetch(
-            """
-            SELECT p.id, p.category_id, p.name,
-                   coalesce(jsonb_object_agg(pp.cycle, pp.amount::text)
-                            FILTER (WHERE pp.cycle IS NOT NULL), '{}') AS prices
-            FROM billing_product_upgrades AS u
-            JOIN billing_products AS p ON p.id = u.target_id
-            LEFT JOIN billing_product_prices AS pp ON pp.product_id = p.id
-            WHERE u.product_id = $1 AND u.target_id = $2
-            GROUP BY p.id
-            """,
-            service.product_id,
-            product_id,
-        )
-        if not rows:
+        paths = await self._paths(service, only=product_id)
+        if not paths:
             raise BillingRefused(NOT_OFFERED, f"{service.product_id} → {product_id}")
-        return _product(rows[0])
+        return paths[0]
 
     # -- cancellations, domains, transfers ---------------------------------------------
     async def request_cancellation(
