@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     quote.add_argument("client_id")
     quote.add_argument("total")
     quote.add_argument("--subject", default="")
+    whmcs = sub.add_parser("whmcs", help="the WHMCS backend")
+    whmcs_sub = whmcs.add_subparsers(dest="whmcs_command", required=True)
+    whmcs_sub.add_parser("sync", help="rebuild the phone → client index from WHMCS")
+    whmcs_sub.add_parser("refresh", help="re-read one client into the index").add_argument(
+        "client_id"
+    )
+    whmcs_sub.add_parser("unresolved", help="upgrades and cancellations whose outcome is unknown")
     args = parser.parse_args(argv)
 
     try:
@@ -66,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "migrate":
         return asyncio.run(_with_billing(settings, _migrated))
+    if args.command == "whmcs":
+        return asyncio.run(_whmcs(settings, args))
     return _billing(settings, args)
 
 
@@ -142,6 +151,31 @@ async def _with_billing(settings: Settings, action: Callable[[Any], Awaitable[in
         billing = make_billing(settings.with_(billing_backend="local"), pool)
         assert isinstance(billing, LocalBilling)
         return await action(billing)
+    finally:
+        await pool.close()
+
+
+async def _whmcs(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import open_pool
+    from bot.whmcs import WhmcsBilling
+    from flows.billing import BillingError
+    from store import whmcs_index
+
+    pool = await open_pool(settings)
+    try:
+        if args.whmcs_command == "unresolved":
+            for request in await whmcs_index.unresolved_requests(pool):
+                print(request)
+            return 0
+        async with WhmcsBilling(settings, pool) as whmcs:
+            if args.whmcs_command == "sync":
+                print(await whmcs.sync_clients())
+            else:
+                print(await whmcs.refresh_client(args.client_id))
+        return 0
+    except (ConfigError, BillingError) as e:
+        print(f"whmcs {args.whmcs_command}: {e}", file=sys.stderr)
+        return 1
     finally:
         await pool.close()
 

@@ -55,7 +55,9 @@ def make_billing(settings: Settings, pool: asyncpg.Pool) -> Billing:
             policy=Policy(settings.upgrade_pricing),
             panel_url=settings.panel_url,
         )
-    raise NotImplementedError("the WHMCS backend arrives with the billing-backends issue")
+    from bot.whmcs import WhmcsBilling
+
+    return WhmcsBilling(settings, pool)
 
 
 async def open_pool(settings: Settings) -> asyncpg.Pool:
@@ -111,6 +113,9 @@ def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
                 await asyncio.wait_for(task, timeout=10)
         if cloud is not None:
             await cloud.close()
+        close_billing = getattr(billing, "close", None)
+        if close_billing is not None:
+            await close_billing()
         await signals.stop()
         try:
             await asyncio.wait_for(pool.close(), timeout=10)

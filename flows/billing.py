@@ -17,7 +17,14 @@ from decimal import Decimal
 from enum import Enum
 from typing import Protocol
 
-from flows.pricing import Policy, UpgradeQuote, difference, is_upgrade, prorata
+from flows.pricing import (
+    Policy,
+    PricingError,
+    UpgradeQuote,
+    difference,
+    is_upgrade,
+    prorata,
+)
 
 CYCLES = ("monthly", "quarterly", "semiannually", "annually", "biennially", "triennially")
 SERVICE_STATUSES = ("pending", "active", "suspended", "cancelled", "terminated")
@@ -172,6 +179,7 @@ SERVICE_NOT_ACTIVE = "service_not_active"
 UNPAID_INVOICES = "unpaid_invoices"
 NOT_VERIFIED = "not_verified"
 SAME_CLIENT = "same_client"
+ALREADY_REQUESTED = "already_requested"  # a cancellation for this service is pending
 
 
 class Billing(Protocol):
@@ -241,13 +249,30 @@ class Billing(Protocol):
     ) -> TransferResult: ...
 
 
+def ensure_upgradable(service: Service) -> None:
+    """A service that is gone cannot be upgraded: a billing system would take (and
+    invoice) the order anyway."""
+    if service.status in ("cancelled", "terminated"):
+        raise BillingRefused(SERVICE_NOT_ACTIVE, service.status)
+
+
+def offerable(policy: Policy, service: Service, product: Product) -> bool:
+    """Whether to offer `product` as an upgrade of `service`: priced above it (the help
+    page: anything else is a downgrade) and, under pro-rata, sold in the service's cycle
+    (pro-rata keeps the cycle)."""
+    return is_upgrade(service.amount, service.billing_cycle, product.prices) and (
+        policy is not Policy.PRORATA or service.billing_cycle in product.prices
+    )
+
+
 def upgrade_quote(
     policy: Policy, service: Service, product: Product, cycle: str, *, today: date
 ) -> UpgradeQuote:
     """What moving `service` to `product` in `cycle` costs under the configured policy,
-    or BillingRefused: a package priced equal or below is a downgrade (the help page's
-    shelf), a cycle the package is not sold in cannot be chosen, and pro-rata keeps the
-    service's cycle."""
+    or BillingRefused: a service that is gone cannot be upgraded, a package priced equal
+    or below is a downgrade (the help page's shelf), a cycle the package is not sold in
+    cannot be chosen, and pro-rata keeps the service's cycle."""
+    ensure_upgradable(service)
     if not is_upgrade(service.amount, service.billing_cycle, product.prices):
         raise BillingRefused(NOT_AN_UPGRADE, f"{product.id} is not priced above {service.id}")
     if cycle not in product.prices:
@@ -257,13 +282,17 @@ def upgrade_quote(
             raise BillingRefused(CYCLE_FIXED, f"pro-rata keeps {service.billing_cycle}")
         if service.next_due is None:
             raise BillingRefused(NOT_OFFERED, f"{service.id} has no next due date")
-        return prorata(
-            current_recurring=service.amount,
-            new_price_same_cycle=product.prices[cycle],
-            cycle=cycle,
-            next_due=service.next_due,
-            today=today,
-        )
+        try:
+            return prorata(
+                current_recurring=service.amount,
+                new_price_same_cycle=product.prices[cycle],
+                cycle=cycle,
+                next_due=service.next_due,
+                today=today,
+            )
+        except PricingError as e:
+            # An overdue service: today is past its cycle. A person sees to it.
+            raise BillingRefused(NOT_OFFERED, str(e)) from None
     return difference(
         paid_for_current_period=service.amount,
         new_price=product.prices[cycle],

@@ -39,10 +39,12 @@ from flows.billing import (
     Service,
     TransferResult,
     UpgradeOption,
+    ensure_upgradable,
+    offerable,
     upgrade_quote,
 )
 from flows.phones import phone_key, wa_id_key
-from flows.pricing import Policy, UpgradeQuote, add_months, cycle_months, is_upgrade
+from flows.pricing import Policy, UpgradeQuote, add_months, cycle_months
 from store.billing_import import SECTIONS, ImportProblems, KnownIds, validate
 from store.db import Conn
 
@@ -133,6 +135,7 @@ class LocalBilling:
     # -- upgrades -----------------------------------------------------------------------
     async def upgrade_options(self, client_id: str, service_id: str) -> list[UpgradeOption]:
         service = await self._own_service(client_id, service_id)
+        ensure_upgradable(service)
         products = await self._upgrade_targets(service)
         by_category: dict[str, list[Product]] = {}
         for product in products:
@@ -238,8 +241,7 @@ class LocalBilling:
         return [_product(r) for r in rows]
 
     async def _upgrade_targets(self, service: Service) -> list[Product]:
-        # Only packages priced above the current one are upgrades (the help page).
-        return [p for p in await self._paths(service) if _upgrade_of(service, p)]
+        return [p for p in await self._paths(service) if offerable(self.policy, service, p)]
 
     async def _offered(self, service: Service, product_id: str) -> Product:
         """The product if the systems can move this service to it automatically; a
@@ -547,10 +549,6 @@ class LocalBilling:
             "SELECT id, name, email, phone, phone_key FROM billing_clients ORDER BY name"
         )
         return [dict(r) for r in rows]
-
-
-def _upgrade_of(service: Service, product: Product) -> bool:
-    return is_upgrade(service.amount, service.billing_cycle, product.prices)
 
 
 async def _write(conn: Conn, data: dict[str, Any], region: str) -> None:

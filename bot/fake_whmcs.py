@@ -1,0 +1,1296 @@
+"""A fake WHMCS API: a real aiohttp server on loopback answering
+`POST /includes/api.php` the way WHMCS does.
+
+It holds clients, products, services, invoices and domains in memory, loaded from the
+local backend's import format (SPEC §4) and converted to WHMCS's shapes: numeric ids,
+cycles like "Annually", statuses like "Active", money as strings, dates "YYYY-MM-DD" or
+"0000-00-00". The answers follow WHMCS's own code and documentation (see
+`bot/whmcs.py`), quirks included: an empty list is `""` in GetClientsProducts and
+GetClientsDomains, GetInvoice says `"status": "error"` instead of `"result"`, some ids
+are numbers and others strings, and an unknown billing cycle makes UpgradeProduct print
+a bare line of text.
+
+Every call is recorded (action and parameters, credentials left out), and failures can
+be injected per action: error answers, HTML error pages, slow answers, dropped
+connections, unreadable bodies, and "it acted but the answer was lost".
+
+Ids: a record whose SPEC id is all digits keeps it; others get the next free number of
+their kind. `ids[kind][spec_id]` gives the WHMCS id (kinds: clients, categories,
+products, services, invoices, domains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import secrets
+import signal
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+import phonenumbers
+from aiohttp import web
+
+from bot.config import Settings
+from bot.whmcs import WhmcsBilling
+from flows.billing import Billing
+from flows.phones import parse_phone
+from flows.pricing import Policy, add_months
+from store import whmcs_index
+
+log = logging.getLogger(__name__)
+
+JSONDict = dict[str, Any]
+API_PATH = "/includes/api.php"
+# Parameters that are credentials: never recorded.
+CREDENTIALS = frozenset({"identifier", "secret", "accesskey", "username", "password"})
+
+# Our cycle names (SPEC §4) → WHMCS's, as GetClientsProducts shows them.
+CYCLE_TO_WHMCS = {
+    "monthly": "Monthly",
+    "quarterly": "Quarterly",
+    "semiannually": "Semi-Annually",
+    "annually": "Annually",
+    "biennially": "Biennially",
+    "triennially": "Triennially",
+}
+_CYCLE_MONTHS = {
+    "monthly": 1,
+    "quarterly": 3,
+    "semiannually": 6,
+    "annually": 12,
+    "biennially": 24,
+    "triennially": 36,
+}
+_SERVICE_STATUS = {
+    "pending": "Pending",
+    "active": "Active",
+    "suspended": "Suspended",
+    "cancelled": "Cancelled",
+    "terminated": "Terminated",
+}
+_INVOICE_STATUS = {"unpaid": "Unpaid", "paid": "Paid", "cancelled": "Cancelled"}
+_NO_DATE = "0000-00-00"
+_CENT = Decimal("0.01")
+_KINDS = ("clients", "categories", "products", "services", "invoices", "domains")
+
+_dumps: Callable[[Any], str] = functools.partial(json.dumps, ensure_ascii=False)
+
+
+class FailureKind(Enum):
+    ERROR = "error"  # {"result": "error", "message": …}; nothing done
+    HTML = "html"  # an HTML error page (a PHP fatal error) with `status`; nothing done
+    SLOW = "slow"  # acts, then answers after `delay` seconds
+    DROP = "drop"  # closes the connection without acting or answering
+    LOST = "lost"  # acts, then closes the connection: the answer is lost
+    BAD_JSON = "bad_json"  # acts, then answers 200 with a PHP warning before the JSON
+
+
+@dataclass(slots=True)
+class _Failure:
+    kind: FailureKind
+    action: str | None  # lower-case action name, None for any
+    where: Callable[[Mapping[str, str]], bool] | None  # which calls, by their parameters
+    remaining: int
+    message: str
+    status: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """One request the fake received, credentials left out."""
+
+    seq: int
+    action: str
+    params: dict[str, str]
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class FakeClient:
+    id: int
+    firstname: str
+    lastname: str
+    email: str
+    # As WHMCS stores it: "+54.1155551234" with its phone-number dropdown, or as typed.
+    phonenumber: str
+    countrycode: str
+    status: str = "Active"
+    email_verified: bool = False
+    companyname: str = ""
+
+
+@dataclass(slots=True)
+class FakeProduct:
+    pid: int
+    gid: int
+    name: str
+    # Price per WHMCS cycle column (monthly … triennially); absent = not sold (-1.00).
+    prices: dict[str, Decimal]
+    paytype: str = "recurring"
+
+
+@dataclass(slots=True)
+class FakeService:
+    id: int
+    userid: int
+    pid: int
+    domain: str
+    status: str  # WHMCS's: Active, Suspended, …
+    billingcycle: str  # WHMCS's: Monthly, Annually, Free Account, …
+    amount: Decimal
+    nextduedate: date | None
+    regdate: date | None
+    paymentmethod: str = "banktransfer"
+
+
+@dataclass(slots=True)
+class FakeInvoiceItem:
+    id: int
+    type: str  # Hosting (relid: service id), Upgrade (relid: upgrade id), …
+    relid: int
+    description: str
+    amount: Decimal
+
+
+@dataclass(slots=True)
+class FakeInvoice:
+    id: int
+    userid: int
+    status: str  # Unpaid, Paid, Cancelled, …
+    total: Decimal
+    issued: date
+    duedate: date
+    items: list[FakeInvoiceItem] = field(default_factory=list)
+    datepaid: datetime | None = None
+    paymentmethod: str = "banktransfer"
+
+
+@dataclass(slots=True)
+class FakeDomain:
+    id: int
+    userid: int
+    domainname: str
+    status: str
+    donotrenew: bool
+    nextduedate: date | None
+    expirydate: date | None
+    recurringamount: Decimal = Decimal("0.00")
+
+
+@dataclass(slots=True)
+class FakeUpgrade:
+    """An upgrade order waiting for its invoice to be paid."""
+
+    id: int
+    serviceid: int
+    orderid: int
+    invoiceid: int
+    newpid: int
+    newcycle: str  # our cycle name, as sent
+    amount: Decimal
+    paid: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FakeCancelRequest:
+    serviceid: int
+    type: str
+    reason: str
+    date: datetime
+
+
+class _ApiError(Exception):
+    def __init__(self, message: str, status: int = 200, *, key: str = "result") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.key = key
+
+
+class _PlainText(Exception):
+    """WHMCS code that calls exit("…"): a bare line of text instead of JSON."""
+
+
+def money(value: Decimal) -> str:
+    return str(value.quantize(_CENT, rounding=ROUND_HALF_UP))
+
+
+def _day(value: date | None) -> str:
+    return value.isoformat() if value else _NO_DATE
+
+
+def _parse_day(value: Any) -> date | None:
+    return date.fromisoformat(str(value)) if value else None
+
+
+def whmcs_phone(raw: str, default_region: str) -> tuple[str, str]:
+    """How WHMCS stores a phone and the client's country: an international number as
+    "+<cc>.<national>" (its phone-number dropdown), anything else as typed."""
+    number = parse_phone(raw, default_region)
+    if number is None:
+        return raw, default_region
+    if raw.strip().startswith(("+", "00")):
+        region = phonenumbers.region_code_for_number(number) or default_region
+        return f"+{number.country_code}.{number.national_number}", region
+    return raw, default_region
+
+
+class FakeWhmcs:
+    """WHMCS's API on loopback.
+
+    `upgrade_pricing` picks what a real (not calconly) UpgradeProduct bills: "prorata" is
+    WHMCS as installed, its own pro-rata calculation; "difference" is a WHMCS with the
+    README's PreUpgradeCheckout hook, which bills the help page's rule. Either way the
+    calconly answer is WHMCS's own calculation: that hook runs at checkout only.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        identifier: str = "fake-identifier",
+        secret: str = "fake-secret",
+        access_key: str | None = None,
+        allowed_actions: Sequence[str] | None = None,
+        currency: str = "USD",
+        currency_prefix: str = "$",
+        currency_suffix: str = " USD",
+        payment_methods: Sequence[str] = ("banktransfer", "mercadopago"),
+        upgrade_pricing: str = "difference",
+        today: date | None = None,
+        default_region: str = "AR",
+    ) -> None:
+        if upgrade_pricing not in ("difference", "prorata"):
+            raise ValueError("upgrade_pricing must be 'difference' or 'prorata'")
+        self.identifier = identifier
+        self.secret = secret
+        self.access_key = access_key
+        # The API role: None allows every action.
+        self.allowed_actions = (
+            None if allowed_actions is None else frozenset(a.lower() for a in allowed_actions)
+        )
+        self.currency = currency
+        self.currency_prefix = currency_prefix
+        self.currency_suffix = currency_suffix
+        self.payment_methods = tuple(payment_methods)
+        self.upgrade_pricing = upgrade_pricing
+        self.today = today
+        self.default_region = default_region
+
+        self.clients: dict[int, FakeClient] = {}
+        self.groups: dict[int, str] = {}
+        self.products: dict[int, FakeProduct] = {}
+        self.upgrade_paths: dict[int, list[int]] = {}
+        self.services: dict[int, FakeService] = {}
+        self.invoices: dict[int, FakeInvoice] = {}
+        self.domains: dict[int, FakeDomain] = {}
+        self.upgrades: dict[int, FakeUpgrade] = {}
+        self.cancel_requests: list[FakeCancelRequest] = []
+        self.ids: dict[str, dict[str, str]] = {kind: {} for kind in _KINDS}
+        self.calls: list[ApiCall] = []
+
+        self._failures: deque[_Failure] = deque()
+        self._seq = 0
+        self._next_order = 1
+        self._next_item = 1
+        self._next_upgrade = 1
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        if data is not None:
+            self.load(data)
+
+    # --- data ------------------------------------------------------------------------
+
+    def load(self, data: Mapping[str, Any]) -> None:
+        """Add the records of SPEC §4's import format, converted to WHMCS's shapes."""
+        for kind in _KINDS:
+            self._assign_ids(kind, data.get(kind, []))
+        for c in data.get("clients", []):
+            name = str(c["name"]).strip()
+            first, _, last = name.partition(" ")
+            phone, country = whmcs_phone(str(c.get("phone", "")), self.default_region)
+            cid = int(self.ids["clients"][str(c["id"])])
+            self.clients[cid] = FakeClient(
+                id=cid,
+                firstname=first,
+                lastname=last,
+                email=str(c["email"]),
+                phonenumber=phone,
+                countrycode=country,
+                email_verified=bool(c.get("verified", False)),
+            )
+        for cat in data.get("categories", []):
+            self.groups[int(self.ids["categories"][str(cat["id"])])] = str(cat["name"])
+        for p in data.get("products", []):
+            pid = int(self.ids["products"][str(p["id"])])
+            self.products[pid] = FakeProduct(
+                pid=pid,
+                gid=int(self.ids["categories"][str(p["category"])]),
+                name=str(p["name"]),
+                prices={cycle: Decimal(str(v)) for cycle, v in p.get("prices", {}).items()},
+            )
+        for p in data.get("products", []):
+            self.upgrade_paths[int(self.ids["products"][str(p["id"])])] = [
+                int(self.ids["products"][str(t)]) for t in p.get("upgrades_to", [])
+            ]
+        for s in data.get("services", []):
+            sid = int(self.ids["services"][str(s["id"])])
+            self.services[sid] = FakeService(
+                id=sid,
+                userid=int(self.ids["clients"][str(s["client"])]),
+                pid=int(self.ids["products"][str(s["product"])]),
+                domain=str(s.get("label", "")),
+                status=_SERVICE_STATUS[str(s["status"])],
+                billingcycle=CYCLE_TO_WHMCS[str(s["billing_cycle"])],
+                amount=Decimal(str(s["amount"])),
+                nextduedate=_parse_day(s.get("next_due")),
+                regdate=_parse_day(s.get("period_start")),
+            )
+        for i in data.get("invoices", []):
+            iid = int(self.ids["invoices"][str(i["id"])])
+            due = _parse_day(i.get("due")) or self._today()
+            total = Decimal(str(i["total"]))
+            invoice = FakeInvoice(
+                id=iid,
+                userid=int(self.ids["clients"][str(i["client"])]),
+                status=_INVOICE_STATUS[str(i["status"])],
+                total=total,
+                issued=due,
+                duedate=due,
+                datepaid=datetime.combine(due, datetime.min.time(), UTC)
+                if i["status"] == "paid"
+                else None,
+            )
+            if i.get("service"):
+                service = self.services[int(self.ids["services"][str(i["service"])])]
+                invoice.items.append(
+                    self._item("Hosting", service.id, self._service_line(service), total)
+                )
+            self.invoices[iid] = invoice
+        for d in data.get("domains", []):
+            did = int(self.ids["domains"][str(d["id"])])
+            next_due = _parse_day(d.get("next_due"))
+            self.domains[did] = FakeDomain(
+                id=did,
+                userid=int(self.ids["clients"][str(d["client"])]),
+                domainname=str(d["name"]),
+                status=str(d.get("status", "active")).replace("_", " ").title(),
+                donotrenew=not bool(d.get("auto_renew", True)),
+                nextduedate=next_due,
+                expirydate=next_due,
+            )
+
+    def _assign_ids(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
+        known = self.ids[kind]
+        taken = {int(v) for v in known.values()}
+        taken |= {int(str(r["id"])) for r in records if str(r["id"]).isdigit()}
+        following = max(taken, default=0) + 1
+        for record in records:
+            spec_id = str(record["id"])
+            if spec_id in known:
+                continue
+            if spec_id.isdigit():
+                known[spec_id] = str(int(spec_id))
+            else:
+                known[spec_id] = str(following)
+                following += 1
+
+    def wid(self, kind: str, spec_id: str) -> str:
+        """The WHMCS id of a record loaded with `spec_id`."""
+        return self.ids[kind][spec_id]
+
+    def upgrades_toml(self) -> str:
+        """The upgrade paths and group names in `config/whmcs_upgrades.toml`'s format."""
+        lines = ["[upgrades]"]
+        for pid, targets in sorted(self.upgrade_paths.items()):
+            listed = ", ".join(f'"{t}"' for t in targets)
+            lines.append(f'"{pid}" = [{listed}]')
+        lines += ["", "[categories]"]
+        for gid, name in sorted(self.groups.items()):
+            lines.append(f'"{gid}" = {json.dumps(name, ensure_ascii=False)}')
+        return "\n".join(lines) + "\n"
+
+    def settings_for(self, settings: Settings, upgrades_file: Path) -> Settings:
+        """`settings` for a WHMCS backend talking to this (started) fake, its upgrade
+        paths written to `upgrades_file`."""
+        upgrades_file.write_text(self.upgrades_toml(), encoding="utf-8")
+        return settings.with_(
+            billing_backend="whmcs",
+            whmcs_url=self.base_url,
+            whmcs_identifier=self.identifier,
+            whmcs_secret=self.secret,
+            whmcs_access_key=self.access_key or "",
+            whmcs_upgrades_file=upgrades_file,
+        )
+
+    def pay_invoice(self, invoice_id: int | str, *, when: datetime | None = None) -> None:
+        """Mark an invoice paid as a payment gateway would; a paid upgrade invoice applies
+        the upgrade (WHMCS keeps the next due date and recalculates the recurring price)."""
+        invoice = self.invoices[int(invoice_id)]
+        invoice.status = "Paid"
+        invoice.datepaid = when or datetime.now(UTC)
+        for item in invoice.items:
+            if item.type == "Upgrade" and item.relid in self.upgrades:
+                upgrade = self.upgrades[item.relid]
+                upgrade.paid = True
+                service = self.services[upgrade.serviceid]
+                product = self.products[upgrade.newpid]
+                service.pid = product.pid
+                service.billingcycle = CYCLE_TO_WHMCS[upgrade.newcycle]
+                service.amount = product.prices[upgrade.newcycle]
+
+    def _today(self) -> date:
+        return self.today or datetime.now(UTC).date()
+
+    def _item(self, type_: str, relid: int, description: str, amount: Decimal) -> FakeInvoiceItem:
+        item = FakeInvoiceItem(self._next_item, type_, relid, description, amount)
+        self._next_item += 1
+        return item
+
+    def _service_line(self, service: FakeService) -> str:
+        product = self.products.get(service.pid)
+        name = product.name if product else f"Product {service.pid}"
+        return f"{name} - {service.domain}" if service.domain else name
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """What WHMCS_URL is set to (the API is at `<base_url>/includes/api.php`)."""
+        if self._base_url is None:
+            raise RuntimeError("the fake WHMCS is not started")
+        return self._base_url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self._runner is not None:
+            raise RuntimeError("already started")
+        app = web.Application()
+        app.router.add_post(API_PATH, self._handle)
+        self._closing.clear()
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        self._base_url = f"http://{bound_host}:{bound_port}"
+        log.info("fake WHMCS serving on %s", self._base_url)
+        return self._base_url
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # --- failure injection and records ----------------------------------------------------
+
+    def fail_next(
+        self,
+        action: str | None,
+        kind: FailureKind,
+        *,
+        count: int = 1,
+        where: Callable[[Mapping[str, str]], bool] | None = None,
+        message: str = "An unexpected error occurred",
+        status: int = 500,
+        delay: float = 5.0,
+    ) -> None:
+        """The next `count` calls of `action` (any action if None) whose parameters
+        satisfy `where` (if given) fail as `kind`: `message` for ERROR, the HTTP `status`
+        for HTML, `delay` seconds for SLOW."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        name = action.lower() if action else None
+        self._failures.append(_Failure(kind, name, where, count, message, status, delay))
+
+    def clear_failures(self) -> None:
+        self._failures.clear()
+
+    def calls_of(self, action: str) -> list[ApiCall]:
+        return [c for c in self.calls if c.action.lower() == action.lower()]
+
+    def _take_failure(self, action: str, params: Mapping[str, str]) -> _Failure | None:
+        for failure in self._failures:
+            if (failure.action is None or failure.action == action.lower()) and (
+                failure.where is None or failure.where(params)
+            ):
+                failure.remaining -= 1
+                if failure.remaining == 0:
+                    self._failures.remove(failure)
+                return failure
+        return None
+
+    # --- the API route -------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        params = {key: str(value) for key, value in form.items()}
+        action = params.get("action", "")
+        self._seq += 1
+        self.calls.append(
+            ApiCall(
+                seq=self._seq,
+                action=action,
+                params={k: v for k, v in params.items() if k not in CREDENTIALS},
+                received_at=datetime.now(UTC),
+            )
+        )
+        failure = self._take_failure(action, params)
+        if failure is not None and failure.kind is FailureKind.ERROR:
+            return self._json({"result": "error", "message": failure.message})
+        if failure is not None and failure.kind is FailureKind.HTML:
+            return _html_error(failure.status)
+        if failure is not None and failure.kind is FailureKind.DROP:
+            return self._drop(request)
+
+        try:
+            self._authenticate(params, request.remote or "127.0.0.1")
+            body = self._dispatch(action.lower(), params)
+        except _ApiError as error:
+            body = {error.key: "error", "message": error.message}
+            return self._json(body, error.status)
+        except _PlainText as text:
+            return web.Response(text=str(text), content_type="text/html")
+
+        if failure is not None and failure.kind is FailureKind.LOST:
+            return self._drop(request)
+        if failure is not None and failure.kind is FailureKind.SLOW:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), failure.delay)
+        if failure is not None and failure.kind is FailureKind.BAD_JSON:
+            notice = (
+                '<br />\n<b>Warning</b>:  Undefined array key "gid" in '
+                "<b>/home/whmcs/public_html/includes/api/upgradeproduct.php</b> on line "
+                "<b>42</b><br />\n"
+            )
+            return web.Response(text=notice + _dumps(body), content_type="text/html")
+        if params.get("responsetype", "").lower() != "json":
+            return web.Response(text=_xml(body), content_type="text/xml")
+        return self._json(body)
+
+    def _json(self, body: JSONDict, status: int = 200) -> web.Response:
+        return web.json_response(body, status=status, dumps=_dumps)
+
+    def _drop(self, request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)
+
+    def _authenticate(self, params: dict[str, str], remote: str) -> None:
+        # WHMCS's messages (its API authentication): a wrong identifier and a wrong secret
+        # answer differently; without the access key the IP allow-list applies.
+        if not params.get("identifier") or not params.get("secret"):
+            raise _ApiError("Authentication Failed", 403)
+        if params["identifier"] != self.identifier:
+            raise _ApiError("Invalid or missing credentials", 403)
+        if not secrets.compare_digest(params["secret"], self.secret):
+            raise _ApiError("Authentication Failed", 403)
+        if self.access_key is not None and not secrets.compare_digest(
+            params.get("accesskey", ""), self.access_key
+        ):
+            raise _ApiError(f"Invalid IP {remote}", 403)
+        action = params.get("action", "").lower()
+        if self.allowed_actions is not None and action not in self.allowed_actions:
+            raise _ApiError(f'Invalid Permissions: API action "{action}" is not allowed', 403)
+
+    def _dispatch(self, action: str, params: dict[str, str]) -> JSONDict:
+        handlers: dict[str, Callable[[dict[str, str]], JSONDict]] = {
+            "getclients": self._get_clients,
+            "getclientsdetails": self._get_clients_details,
+            "getclientsproducts": self._get_clients_products,
+            "getproducts": self._get_products,
+            "getinvoices": self._get_invoices,
+            "getinvoice": self._get_invoice,
+            "upgradeproduct": self._upgrade_product,
+            "addcancelrequest": self._add_cancel_request,
+            "getclientsdomains": self._get_clients_domains,
+            "updateclientdomain": self._update_client_domain,
+            "createssotoken": self._create_sso_token,
+        }
+        handler = handlers.get(action)
+        if handler is None:
+            raise _ApiError(f'Invalid API Action: "{action}"')
+        return handler(params)
+
+    # --- clients ---------------------------------------------------------------------------
+
+    def _get_clients(self, params: dict[str, str]) -> JSONDict:
+        start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
+        search = params.get("search", "").strip().lower()
+        rows = sorted(self.clients.values(), key=lambda c: c.id)
+        if params.get("orderby", "lastname") not in ("id", ""):
+            rows.sort(key=lambda c: (c.lastname.lower(), c.id))
+        if search:
+            rows = [
+                c
+                for c in rows
+                if any(
+                    value.lower().startswith(search)
+                    for value in (c.email, c.firstname, c.lastname, c.companyname, _full(c))
+                )
+            ]
+        page = rows[start : start + num]
+        body: JSONDict = {
+            "result": "success",
+            "totalresults": len(rows),
+            "startnumber": start,
+            "numreturned": len(page),
+        }
+        if page:
+            body["clients"] = {
+                "client": [
+                    {
+                        "id": c.id,
+                        "firstname": c.firstname,
+                        "lastname": c.lastname,
+                        "companyname": c.companyname,
+                        "email": c.email,
+                        "datecreated": "2024-01-01",
+                        "groupid": 0,
+                        "status": c.status,
+                    }
+                    for c in page
+                ]
+            }
+        return body
+
+    def _get_clients_details(self, params: dict[str, str]) -> JSONDict:
+        client: FakeClient | None = None
+        if params.get("clientid"):
+            client = self.clients.get(_int(params["clientid"]))
+        elif params.get("email"):
+            wanted = params["email"].strip().lower()
+            client = next((c for c in self.clients.values() if c.email.lower() == wanted), None)
+        else:
+            raise _ApiError("Either clientid Or email Is Required")
+        if client is None:
+            raise _ApiError("Client Not Found")
+        details = self._client_details(client)
+        # The deprecated top-level copy of the details, as WHMCS still sends it.
+        return {"result": "success", **details, "client": details}
+
+    def _client_details(self, c: FakeClient) -> JSONDict:
+        phonecc, number = _split_phone(c.phonenumber, c.countrycode)
+        formatted = f"+{phonecc}.{number.lstrip('0')}" if phonecc and number else number
+        return {
+            "userid": c.id,
+            "client_id": c.id,
+            "id": c.id,
+            "uuid": f"00000000-0000-4000-8000-{c.id:012d}",
+            "firstname": c.firstname,
+            "lastname": c.lastname,
+            "fullname": _full(c),
+            "companyname": c.companyname,
+            "email": c.email,
+            "address1": "",
+            "city": "",
+            "countrycode": c.countrycode,
+            "country": c.countrycode,
+            "phonenumber": number,
+            "phonecc": phonecc,
+            "phonenumberformatted": formatted,
+            "telephoneNumber": formatted,
+            "currency": 1,
+            "currency_code": self.currency,
+            "defaultgateway": self.payment_methods[0] if self.payment_methods else "",
+            "groupid": 0,
+            "status": c.status,
+            "credit": "0.00",
+            "email_verified": c.email_verified,
+            "language": "spanish",
+        }
+
+    def _create_sso_token(self, params: dict[str, str]) -> JSONDict:
+        if _int(params.get("client_id")) not in self.clients:
+            raise _ApiError("A valid client_id or user_id is required")
+        token = secrets.token_hex(20)
+        return {
+            "result": "success",
+            "access_token": token,
+            "redirect_url": f"{self.base_url}/oauth/singlesignon.php?access_token={token}",
+        }
+
+    # --- products and services -------------------------------------------------------------
+
+    def _get_products(self, params: dict[str, str]) -> JSONDict:
+        rows = sorted(self.products.values(), key=lambda p: (p.gid, p.pid))
+        if params.get("pid"):
+            wanted = {_int(p) for p in params["pid"].split(",")}
+            rows = [p for p in rows if p.pid in wanted]
+        if params.get("gid"):
+            rows = [p for p in rows if p.gid == _int(params["gid"])]
+        body: JSONDict = {"result": "success", "totalresults": len(rows)}
+        if rows:
+            body["products"] = {"product": [self._product(p) for p in rows]}
+        return body
+
+    def _product(self, p: FakeProduct) -> JSONDict:
+        pricing: JSONDict = {"prefix": self.currency_prefix, "suffix": self.currency_suffix}
+        for cycle in _CYCLE_MONTHS:
+            pricing[f"{cycle[0]}setupfee"] = "0.00"
+        for cycle in _CYCLE_MONTHS:
+            pricing[cycle] = money(p.prices[cycle]) if cycle in p.prices else "-1.00"
+        return {
+            "pid": p.pid,
+            "gid": p.gid,
+            "type": "hostingaccount",
+            "name": p.name,
+            "slug": p.name.lower().replace(" ", "-"),
+            "product_url": f"https://example.com/store/{p.gid}/{p.pid}",
+            "description": "",
+            "module": "cpanel",
+            "paytype": p.paytype,
+            "pricing": {self.currency: pricing},
+            "customfields": {"customfield": []},
+            "configoptions": {"configoption": []},
+        }
+
+    def _get_clients_products(self, params: dict[str, str]) -> JSONDict:
+        rows = sorted(self.services.values(), key=lambda s: s.id)
+        # WHMCS filters only on the parameters that are set: an empty clientid lists
+        # every client's services (the adapter must never send one).
+        if params.get("clientid"):
+            rows = [s for s in rows if s.userid == _int(params["clientid"])]
+        if params.get("serviceid"):
+            rows = [s for s in rows if s.id == _int(params["serviceid"])]
+        if params.get("pid"):
+            rows = [s for s in rows if s.pid == _int(params["pid"])]
+        if params.get("domain"):
+            rows = [s for s in rows if s.domain == params["domain"]]
+        start = _int(params.get("limitstart"))
+        num = _int(params.get("limitnum")) or 999999
+        page = rows[start : start + num]
+        body: JSONDict = {
+            "result": "success",
+            "clientid": params.get("clientid"),
+            "serviceid": params.get("serviceid"),
+            "pid": params.get("pid"),
+            "domain": params.get("domain"),
+            "totalresults": len(rows),
+            "startnumber": start,
+            "numreturned": len(page),
+        }
+        body["products"] = {"product": [self._service(s) for s in page]} if rows else ""
+        return body
+
+    def _service(self, s: FakeService) -> JSONDict:
+        product = self.products.get(s.pid)
+        group = self.groups.get(product.gid, "") if product else ""
+        return {
+            "id": str(s.id),
+            "clientid": str(s.userid),
+            "orderid": str(s.id),
+            "ordernumber": f"{1000000000 + s.id}",
+            "pid": str(s.pid),
+            "regdate": _day(s.regdate),
+            "name": product.name if product else "",
+            "translated_name": product.name if product else "",
+            "groupname": group,
+            "translated_groupname": group,
+            "domain": s.domain,
+            "dedicatedip": "",
+            "serverid": "1",
+            "servername": "server1",
+            "serverip": "192.0.2.10",
+            "serverhostname": "server1.example.com",
+            "suspensionreason": "",
+            "firstpaymentamount": money(s.amount),
+            "recurringamount": money(s.amount),
+            "paymentmethod": s.paymentmethod,
+            "paymentmethodname": "Bank Transfer",
+            "billingcycle": s.billingcycle,
+            "nextduedate": _day(s.nextduedate),
+            "status": s.status,
+            "username": "user",
+            "password": "not-shown",
+            "subscriptionid": "",
+            "promoid": "0",
+            "overideautosuspend": "0",
+            "overidesuspenduntil": _NO_DATE,
+            "ns1": "",
+            "ns2": "",
+            "assignedips": "",
+            "notes": "",
+            "diskusage": "0",
+            "disklimit": "0",
+            "bwusage": "0",
+            "bwlimit": "0",
+            "lastupdate": "0000-00-00 00:00:00",
+            "customfields": {"customfield": []},
+            "configoptions": {"configoption": []},
+        }
+
+    # --- invoices ----------------------------------------------------------------------------
+
+    def _get_invoices(self, params: dict[str, str]) -> JSONDict:
+        rows = list(self.invoices.values())
+        if params.get("userid"):
+            rows = [i for i in rows if i.userid == _int(params["userid"])]
+        status = params.get("status", "")
+        if status == "Overdue":
+            rows = [i for i in rows if i.status == "Unpaid" and i.duedate < self._today()]
+        elif status:
+            rows = [i for i in rows if i.status == status]
+        # WHMCS's default order: status descending, then due date.
+        rows.sort(key=lambda i: i.id)
+        rows.sort(key=lambda i: i.duedate)
+        rows.sort(key=lambda i: i.status, reverse=True)
+        start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
+        page = rows[start : start + num]
+        listed: JSONDict | list[Any] = (
+            {"invoice": [self._invoice_row(i) for i in page]} if page else []
+        )
+        return {
+            "result": "success",
+            "totalresults": len(rows),
+            "startnumber": start,
+            "numreturned": len(page),
+            "invoices": listed,
+        }
+
+    def _invoice_row(self, i: FakeInvoice) -> JSONDict:
+        client = self.clients.get(i.userid)
+        return {
+            "id": i.id,
+            "userid": i.userid,
+            "firstname": client.firstname if client else "",
+            "lastname": client.lastname if client else "",
+            "companyname": "",
+            "invoicenum": "",
+            "date": i.issued.isoformat(),
+            "duedate": i.duedate.isoformat(),
+            "datepaid": i.datepaid.strftime("%Y-%m-%d %H:%M:%S")
+            if i.datepaid
+            else "0000-00-00 00:00:00",
+            "subtotal": money(i.total),
+            "credit": "0.00",
+            "tax": "0.00",
+            "tax2": "0.00",
+            "total": money(i.total),
+            "taxrate": "0.00",
+            "taxrate2": "0.00",
+            "status": i.status,
+            "paymentmethod": i.paymentmethod,
+            "notes": "",
+            "currencycode": self.currency,
+            "currencyprefix": self.currency_prefix,
+            "currencysuffix": self.currency_suffix,
+        }
+
+    def _get_invoice(self, params: dict[str, str]) -> JSONDict:
+        invoice = self.invoices.get(_int(params.get("invoiceid")))
+        if invoice is None:
+            # WHMCS's quirk: this error says "status", not "result".
+            raise _ApiError("Invoice ID Not Found", key="status")
+        row = self._invoice_row(invoice)
+        paid = invoice.total if invoice.status == "Paid" else Decimal("0.00")
+        body: JSONDict = {
+            "result": "success",
+            "invoiceid": invoice.id,
+            "invoicenum": "",
+            "userid": str(invoice.userid),
+            **{k: row[k] for k in ("date", "duedate", "datepaid", "subtotal", "credit")},
+            **{k: row[k] for k in ("tax", "tax2", "total", "taxrate", "taxrate2", "status")},
+            "balance": money(invoice.total - paid),
+            "paymentmethod": invoice.paymentmethod,
+            "notes": "",
+            "ccgateway": False,
+            "items": {
+                "item": [
+                    {
+                        "id": str(item.id),
+                        "type": item.type,
+                        "relid": str(item.relid),
+                        "description": item.description,
+                        "amount": money(item.amount),
+                        "taxed": "0",
+                    }
+                    for item in invoice.items
+                ]
+            },
+            "transactions": "",
+        }
+        return body
+
+    # --- upgrades ------------------------------------------------------------------------------
+
+    def _upgrade_product(self, params: dict[str, str]) -> JSONDict:
+        service = self.services.get(_int(params.get("serviceid")))
+        if service is None:
+            raise _ApiError("Service ID Not Found")
+        calconly = params.get("calconly", "").lower() not in ("", "0", "false")
+        in_progress = any(
+            u.serviceid == service.id and not u.paid and self._unpaid(u.invoiceid)
+            for u in self.upgrades.values()
+        )
+        if not calconly:
+            if in_progress:
+                raise _ApiError(
+                    "Unable to accept upgrade order. Previous upgrade invoice for service "
+                    "is still unpaid."
+                )
+            if params.get("paymentmethod") not in self.payment_methods:
+                raise _ApiError(
+                    "Invalid Payment Method. Valid options include "
+                    + ",".join(self.payment_methods)
+                )
+        if params.get("type") != "product":
+            raise _ApiError("Invalid Upgrade Type")
+        product = self.products.get(_int(params.get("newproductid")))
+        if product is None:
+            raise _ApiError("Invalid New Product ID")
+        cycle = params.get("newproductbillingcycle", "").lower().replace("-", "")
+        if cycle not in _CYCLE_MONTHS:
+            raise _PlainText("Invalid New Billing Cycle")
+        if cycle not in product.prices:
+            raise _ApiError("Invalid Billing Cycle Requested")
+        calc, amount = self._upgrade_calc(service, product, cycle)
+        body: JSONDict = {"result": "success", **calc}
+        if calconly:
+            body["upgradeinprogress"] = int(in_progress)
+            return body
+        if self.upgrade_pricing == "difference":
+            # The README's PreUpgradeCheckout hook: the help page's rule.
+            amount = max(Decimal("0.00"), product.prices[cycle] - service.amount)
+        order_id = self._next_order
+        self._next_order += 1
+        upgrade_id = self._next_upgrade
+        self._next_upgrade += 1
+        invoice_id = 0
+        if amount > 0:
+            invoice_id = max(self.invoices, default=0) + 1
+            old = self.products.get(service.pid)
+            today = self._today()
+            self.invoices[invoice_id] = FakeInvoice(
+                id=invoice_id,
+                userid=service.userid,
+                status="Unpaid",
+                total=amount,
+                issued=today,
+                duedate=today,
+                items=[
+                    self._item(
+                        "Upgrade",
+                        upgrade_id,
+                        f"Upgrade/Downgrade: {old.name if old else ''} => {product.name}",
+                        amount,
+                    )
+                ],
+                paymentmethod=params["paymentmethod"],
+            )
+        self.upgrades[upgrade_id] = FakeUpgrade(
+            id=upgrade_id,
+            serviceid=service.id,
+            orderid=order_id,
+            invoiceid=invoice_id,
+            newpid=product.pid,
+            newcycle=cycle,
+            amount=amount,
+        )
+        return {
+            **body,
+            "id": service.id,
+            "orderid": order_id,
+            "order_number": f"{5000000000 + order_id}",
+            "invoiceid": invoice_id,
+        }
+
+    def _unpaid(self, invoice_id: int) -> bool:
+        invoice = self.invoices.get(invoice_id)
+        return invoice is not None and invoice.status == "Unpaid"
+
+    def _upgrade_calc(
+        self, service: FakeService, product: FakeProduct, cycle: str
+    ) -> tuple[JSONDict, Decimal]:
+        """WHMCS's answer fields for an upgrade, and the amount it computes."""
+        old_product = self.products.get(service.pid)
+        old_cycle = _cycle_of(service.billingcycle)
+        new_amount = product.prices[cycle]
+        old_amount = service.amount
+        today = self._today()
+        next_due = service.nextduedate or today
+        days = total_days = 0
+        if old_cycle is not None:
+            total_days = (next_due - add_months(next_due, -_CYCLE_MONTHS[old_cycle])).days
+            days = (next_due - today).days
+        amount = self._whmcs_prorata(
+            service,
+            old_amount=old_amount,
+            new_amount=new_amount,
+            cycle=cycle,
+            days=days,
+            total_days=total_days,
+        ).quantize(_CENT, rounding=ROUND_HALF_UP)
+        calc = {
+            "oldproductid": service.pid,
+            "oldproductname": old_product.name if old_product else "",
+            "newproductid": product.pid,
+            "newproductname": product.name,
+            "daysuntilrenewal": days,
+            "totaldays": total_days,
+            "newproductbillingcycle": cycle,
+            "price": f"{self.currency_prefix}{money(amount)}{self.currency_suffix}",
+        }
+        return calc, amount
+
+    def _whmcs_prorata(
+        self,
+        service: FakeService,
+        *,
+        old_amount: Decimal,
+        new_amount: Decimal,
+        cycle: str,
+        days: int,
+        total_days: int,
+    ) -> Decimal:
+        """WHMCS's SumUpPackageUpgradeOrder for a recurring service: the new package for
+        the days left, minus the unused part of what was paid."""
+        old_cycle = _cycle_of(service.billingcycle)
+        if old_cycle is None or total_days <= 0:
+            return max(Decimal("0"), new_amount - old_amount)
+        next_due = service.nextduedate or self._today()
+        new_total_days = (next_due - add_months(next_due, -_CYCLE_MONTHS[cycle])).days
+        old_per_month = (old_amount / _CYCLE_MONTHS[old_cycle]).quantize(_CENT)
+        new_per_month = (new_amount / _CYCLE_MONTHS[cycle]).quantize(_CENT)
+        if old_per_month == new_per_month:
+            new_amount = old_amount / total_days * new_total_days
+        refund = old_amount * days / total_days
+        due = (new_amount * days / new_total_days).quantize(_CENT, rounding=ROUND_HALF_UP)
+        return max(Decimal("0"), due - refund)
+
+    # --- cancellations and domains -------------------------------------------------------
+
+    def _add_cancel_request(self, params: dict[str, str]) -> JSONDict:
+        service = self.services.get(_int(params.get("serviceid")))
+        if service is None:
+            raise _ApiError("Service ID Not Found")
+        type_ = params.get("type", "")
+        if type_ not in ("Immediate", "End of Billing Period"):
+            type_ = "End of Billing Period"
+        reason = params.get("reason") or "None Specified (API Submission)"
+        if any(r.serviceid == service.id for r in self.cancel_requests):
+            raise _ApiError("Existing Cancellation Request Exists")
+        self.cancel_requests.append(FakeCancelRequest(service.id, type_, reason, datetime.now(UTC)))
+        return {"result": "success", "serviceid": service.id, "userid": service.userid}
+
+    def _get_clients_domains(self, params: dict[str, str]) -> JSONDict:
+        rows = sorted(self.domains.values(), key=lambda d: d.id)
+        if params.get("clientid"):
+            rows = [d for d in rows if d.userid == _int(params["clientid"])]
+        if params.get("domainid"):
+            rows = [d for d in rows if d.id == _int(params["domainid"])]
+        if params.get("domain"):
+            rows = [d for d in rows if d.domainname == params["domain"]]
+        start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
+        page = rows[start : start + num]
+        body: JSONDict = {
+            "result": "success",
+            "clientid": params.get("clientid"),
+            "domainid": params.get("domainid"),
+            "totalresults": len(rows),
+            "startnumber": start,
+            "numreturned": len(page),
+        }
+        body["domains"] = {"domain": [self._domain(d) for d in page]} if rows else ""
+        return body
+
+    def _domain(self, d: FakeDomain) -> JSONDict:
+        return {
+            "id": str(d.id),
+            "userid": str(d.userid),
+            "orderid": str(d.id),
+            "regtype": "Register",
+            "domainname": d.domainname,
+            "registrar": "enom",
+            "regperiod": "1",
+            "firstpaymentamount": money(d.recurringamount),
+            "recurringamount": money(d.recurringamount),
+            "paymentmethod": "banktransfer",
+            "paymentmethodname": "Bank Transfer",
+            "regdate": "2024-01-01",
+            "expirydate": _day(d.expirydate),
+            "nextduedate": _day(d.nextduedate),
+            "status": d.status,
+            "subscriptionid": "",
+            "promoid": "0",
+            "dnsmanagement": "",
+            "emailforwarding": "",
+            "idprotection": "",
+            "donotrenew": "1" if d.donotrenew else "",
+            "notes": "",
+        }
+
+    def _update_client_domain(self, params: dict[str, str]) -> JSONDict:
+        domain: FakeDomain | None
+        if params.get("domainid"):
+            domain = self.domains.get(_int(params["domainid"]))
+        else:
+            name = params.get("domain", "")
+            domain = next((d for d in self.domains.values() if d.domainname == name), None)
+        if domain is None:
+            raise _ApiError("Domain ID Not Found")
+        if "donotrenew" in params:
+            domain.donotrenew = params["donotrenew"] not in ("", "0", "false")
+        return {"result": "success", "domainid": domain.id}
+
+
+def _int(value: Any) -> int:
+    """PHP's (int) cast: leading digits, else 0."""
+    text = str(value or "").strip()
+    digits = ""
+    for ch in text:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else 0
+
+
+def _full(c: FakeClient) -> str:
+    return f"{c.firstname} {c.lastname}".strip()
+
+
+def _cycle_of(whmcs_cycle: str) -> str | None:
+    for ours, theirs in CYCLE_TO_WHMCS.items():
+        if theirs == whmcs_cycle:
+            return ours
+    return None
+
+
+def _split_phone(stored: str, countrycode: str) -> tuple[str, str]:
+    """WHMCS's Client::formatPhoneNumber: the calling code and the number's digits."""
+    phone = stored.strip()
+    prefix, number = "", phone
+    if phone.startswith("+"):
+        head, dot, tail = phone[1:].partition(".")
+        if dot:
+            prefix, number = head, tail
+        else:
+            number = head
+    prefix = "".join(ch for ch in prefix if ch.isdigit())
+    number = "".join(ch for ch in number if ch.isdigit())
+    if not prefix and countrycode:
+        code = phonenumbers.country_code_for_region(countrycode)
+        prefix = str(code) if code else ""
+    return prefix, number
+
+
+def _html_error(status: int) -> web.Response:
+    reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}.get(
+        status, "Error"
+    )
+    html = (
+        f"<html><head><title>{status} {reason}</title></head><body><h1>Oops!</h1>"
+        "<p>Something went wrong and we couldn't process your request.</p></body></html>"
+    )
+    return web.Response(status=status, text=html, content_type="text/html")
+
+
+def _xml(body: JSONDict) -> str:
+    inner = "".join(f"<{k}>{v}</{k}>" for k, v in body.items() if not isinstance(v, dict | list))
+    return f'<?xml version="1.0" encoding="utf-8"?><whmcsapi>{inner}</whmcsapi>'
+
+
+@contextlib.asynccontextmanager
+async def whmcs_backend(
+    pool: asyncpg.Pool, data: Mapping[str, Any], *, today: date | None = None
+) -> AsyncIterator[tuple[Callable[[Policy], Awaitable[Billing]], Callable[[str], str]]]:
+    """The WHMCS backend over a fake loaded with `data` (SPEC §4), for test suites that
+    run against every backend. Yields `make(policy)`, a WhmcsBilling (its phone index
+    synced, the fake billing as a WHMCS set up for that policy would), and
+    `product_id(spec_id)`, the WHMCS id of a product of `data`. Empties the WHMCS
+    tables first."""
+    await whmcs_index.forget_everything(pool)
+    made: list[WhmcsBilling] = []
+    with tempfile.TemporaryDirectory(prefix="fake-whmcs-") as tmp:
+        async with FakeWhmcs(data, today=today) as fake:
+
+            async def make(policy: Policy) -> Billing:
+                fake.upgrade_pricing = policy.value
+                upgrades = Path(tmp) / "whmcs_upgrades.toml"
+                settings = await asyncio.to_thread(
+                    fake.settings_for, Settings(upgrade_pricing=policy.value), upgrades
+                )
+                billing = WhmcsBilling(settings, pool)
+                made.append(billing)
+                await billing.sync_clients()
+                return billing
+
+            try:
+                yield make, functools.partial(fake.wid, "products")
+            finally:
+                for billing in made:
+                    await billing.close()
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot.fake_whmcs",
+        description="Serve a fake WHMCS API loaded from a SPEC §4 JSON file until SIGTERM.",
+    )
+    parser.add_argument("data", type=Path, help="billing data in the import format")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--identifier", default="fake-identifier")
+    parser.add_argument("--secret", default="fake-secret")
+    parser.add_argument("--upgrades-file", type=Path, help="write the upgrade paths here")
+    parser.add_argument("--upgrade-pricing", choices=("difference", "prorata"))
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace, data: Mapping[str, Any]) -> None:
+    fake = FakeWhmcs(
+        data,
+        identifier=args.identifier,
+        secret=args.secret,
+        upgrade_pricing=args.upgrade_pricing or "difference",
+    )
+    if args.upgrades_file is not None:
+        await asyncio.to_thread(args.upgrades_file.write_text, fake.upgrades_toml(), "utf-8")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    print(await fake.start(args.host, args.port), flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await fake.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = _parse_args(argv)
+    data = json.loads(args.data.read_text(encoding="utf-8"))
+    asyncio.run(_serve(args, data))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The billing interface's contract, one suite run against every backend: the local
+tables and WHMCS (over its fake API). The data is tests/billing_fixture.BILLING."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from flows.billing import (
+    CYCLE_FIXED,
+    CYCLE_NOT_SOLD,
+    NOT_AN_UPGRADE,
+    NOT_FOUND,
+    NOT_OFFERED,
+    Billing,
+    BillingRefused,
+    CancellationKind,
+    Found,
+    TransferResult,
+)
+from flows.pricing import Policy
+from store.billing_local import LocalBilling
+from tests.billing_fixture import JUAN_WA, MARIA_WA, SHARED_WA, UNKNOWN_WA
+
+MIDYEAR = date(2026, 7, 1)
+
+
+@dataclass
+class Backend:
+    """How a suite test gets a backend loaded with BILLING."""
+
+    make: Callable[[Policy], Awaitable[Billing]]
+    # The backend's id of a product of the fixture (WHMCS numbers its products).
+    product_id: Callable[[str], str] = lambda fixture_id: fixture_id
+
+
+@pytest.fixture(params=["local", "whmcs"])
+async def backend(
+    request: pytest.FixtureRequest, pool: asyncpg.Pool, database_url: str
+) -> AsyncIterator[Backend]:
+    if request.param == "local":
+
+        async def make(policy: Policy) -> Billing:
+            return LocalBilling(pool, policy=policy, panel_url="https://panel.example")
+
+        yield Backend(make)
+        return
+    from tests.whmcs_backend import whmcs_backend
+
+    async with whmcs_backend(pool) as (make_whmcs, product_id):
+        yield Backend(make_whmcs, product_id)
+
+
+@pytest.fixture
+async def billing(backend: Backend) -> Billing:
+    return await backend.make(Policy.DIFFERENCE)
+
+
+async def test_identifies_clients_by_phone_with_national_quirks(billing: Billing) -> None:
+    juan = await billing.find_client_by_phone(JUAN_WA)
+    assert juan.found is Found.ONE and juan.client is not None
+    assert (juan.client.name, juan.client.email) == ("Juan Perez", "juan@example.com")
+    maria = await billing.find_client_by_phone(MARIA_WA)
+    assert maria.client is not None and maria.client.email == "maria@example.com"
+    assert (await billing.find_client_by_phone(SHARED_WA)).found is Found.SEVERAL
+    unknown = await billing.find_client_by_phone(UNKNOWN_WA)
+    assert unknown.found is Found.NONE and unknown.client is None
+
+
+async def test_clients_by_id_and_email(billing: Billing) -> None:
+    juan = await billing.find_client_by_email("JUAN@example.com ")
+    assert juan is not None
+    again = await billing.get_client(juan.id)
+    assert again == juan
+    assert await billing.find_client_by_email("nadie@example.com") is None
+
+
+async def _client_id(billing: Billing, wa_id: str) -> str:
+    found = await billing.find_client_by_phone(wa_id)
+    assert found.client is not None
+    return found.client.id
+
+
+async def _service_id(billing: Billing, client_id: str, label: str) -> str:
+    services = await billing.list_services(client_id)
+    return next(s.id for s in services if s.label == label)
+
+
+async def test_services_invoices_domains(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    services = {s.label: s for s in await billing.list_services(juan)}
+    assert set(services) == {"juanperez.com.ar", "radio.juanperez.com.ar"}
+    hosting = services["juanperez.com.ar"]
+    assert (hosting.status, hosting.billing_cycle, hosting.amount) == (
+        "active",
+        "annually",
+        Decimal("100.00"),
+    )
+    assert hosting.next_due == date(2027, 1, 1)
+    assert hosting.product_name == "Hosting Inicial"
+    assert services["radio.juanperez.com.ar"].status == "suspended"
+    unpaid = await billing.list_invoices(juan, status="unpaid")
+    assert [(i.total, i.service_id) for i in unpaid] == [
+        (Decimal("5.00"), services["radio.juanperez.com.ar"].id)
+    ]
+    assert len(await billing.list_invoices(juan)) == 2
+    assert [d.name for d in await billing.list_domains(juan)] == ["juanperez.com.ar"]
+
+
+async def test_another_clients_records_are_not_found(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    maria = await _client_id(billing, MARIA_WA)
+    marias_service = await _service_id(billing, maria, "mariagonzalez.mx")
+    assert await billing.get_service(juan, marias_service) is None
+    with pytest.raises(BillingRefused) as refused:
+        await billing.upgrade_options(juan, marias_service)
+    assert refused.value.reason == NOT_FOUND
+    marias_domain = (await billing.list_domains(maria))[0]
+    with pytest.raises(BillingRefused):
+        await billing.stop_domain_renewal(juan, marias_domain.id)
+    juans_invoice = (await billing.list_invoices(juan))[0]
+    with pytest.raises(BillingRefused):
+        await billing.invoice_link(maria, juans_invoice.id)
+
+
+async def test_upgrade_options_are_upgrades_only(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    options = await billing.upgrade_options(juan, service)
+    offered = {o.category.name: [p.name for p in o.products] for o in options}
+    # Hosting Mini is among the paths but cheaper: a downgrade, not offered.
+    # Hosting Ultra is pricier but not a path the systems can do automatically.
+    assert offered == {"Hosting": ["Hosting Pro"], "VPS": ["VPS Base"]}
+
+
+async def test_quote_follows_the_help_page(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    pro = _product_id(await billing.upgrade_options(juan, service), "Hosting Pro")
+    quote = await billing.quote_upgrade(juan, service, pro, "annually", today=MIDYEAR)
+    assert quote.amount == Decimal("50.00")  # 150 $ − the 100 $ already paid
+    assert quote.next_due == date(2027, 7, 1)  # the period restarts when enabled
+
+
+async def test_quote_refusals(backend: Backend) -> None:
+    billing = await backend.make(Policy.DIFFERENCE)
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    options = await billing.upgrade_options(juan, service)
+    pro = _product_id(options, "Hosting Pro")
+    vps = _product_id(options, "VPS Base")
+    with pytest.raises(BillingRefused) as cycle:
+        await billing.quote_upgrade(juan, service, vps, "annually", today=MIDYEAR)
+    assert cycle.value.reason == CYCLE_NOT_SOLD
+    mini = backend.product_id("p0")  # Hosting Mini
+    with pytest.raises(BillingRefused) as down:
+        await billing.quote_upgrade(juan, service, mini, "annually", today=MIDYEAR)
+    assert down.value.reason == NOT_AN_UPGRADE
+    ultra = backend.product_id("p3")  # Hosting Ultra
+    with pytest.raises(BillingRefused) as offered:
+        await billing.quote_upgrade(juan, service, ultra, "annually", today=MIDYEAR)
+    assert offered.value.reason == NOT_OFFERED
+    assert pro  # the real upgrade is still quotable
+    await billing.quote_upgrade(juan, service, pro, "monthly", today=MIDYEAR)
+
+
+async def test_prorata_policy(backend: Backend) -> None:
+    billing = await backend.make(Policy.PRORATA)
+    maria = await _client_id(billing, MARIA_WA)
+    service = await _service_id(billing, maria, "mariagonzalez.mx")
+    ultra_path = _product_id(await billing.upgrade_options(maria, service), "Hosting Pro")
+    # 10 → 15 a month with 15 of 30 days left (June): 5 × 15/30 = 2.50
+    quote = await billing.quote_upgrade(
+        maria, service, ultra_path, "monthly", today=date(2026, 6, 16)
+    )
+    assert quote.amount == Decimal("2.50")
+    assert quote.next_due == date(2026, 7, 1)
+    with pytest.raises(BillingRefused) as fixed:
+        await billing.quote_upgrade(maria, service, ultra_path, "annually", today=date(2026, 6, 16))
+    assert fixed.value.reason == CYCLE_FIXED
+
+
+async def test_placing_an_upgrade_generates_one_invoice(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    pro = _product_id(await billing.upgrade_options(juan, service), "Hosting Pro")
+    placed = await billing.place_upgrade(
+        juan, service, pro, "annually", today=MIDYEAR, request_id="wamid.A"
+    )
+    assert placed.invoice.total == Decimal("50.00")
+    assert placed.invoice.status == "unpaid"
+    assert placed.invoice.id in placed.invoice_url
+    again = await billing.place_upgrade(
+        juan, service, pro, "annually", today=MIDYEAR, request_id="wamid.A"
+    )
+    assert again.invoice.id == placed.invoice.id
+    unpaid = await billing.list_invoices(juan, service_id=service, status="unpaid")
+    assert [i.id for i in unpaid] == [placed.invoice.id]
+    assert placed.invoice.id in await billing.invoice_link(juan, placed.invoice.id)
+
+
+async def test_cancellation_request_once_per_request(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    first = await billing.request_cancellation(
+        juan, service, CancellationKind.END_OF_PERIOD, "me mudo", request_id="wamid.C"
+    )
+    second = await billing.request_cancellation(
+        juan, service, CancellationKind.END_OF_PERIOD, "me mudo", request_id="wamid.C"
+    )
+    assert first.id == second.id
+    assert (first.kind, first.reason, first.service_id) == (
+        CancellationKind.END_OF_PERIOD,
+        "me mudo",
+        service,
+    )
+
+
+async def test_stop_domain_renewal(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    domain = (await billing.list_domains(juan))[0]
+    assert domain.auto_renew
+    stopped = await billing.stop_domain_renewal(juan, domain.id)
+    assert not stopped.auto_renew
+    assert not (await billing.list_domains(juan))[0].auto_renew
+
+
+async def test_transfer_is_done_or_left_to_staff(billing: Billing) -> None:
+    juan = await _client_id(billing, JUAN_WA)
+    maria = await _client_id(billing, MARIA_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    result = await billing.transfer_service(juan, service, maria, request_id="wamid.T")
+    if result is TransferResult.DONE:
+        assert await billing.get_service(maria, service) is not None
+        assert await billing.get_service(juan, service) is None
+    else:
+        assert result is TransferResult.NEEDS_STAFF
+        assert await billing.get_service(juan, service) is not None
+
+
+def _product_id(options: list[object], name: str) -> str:
+    for option in options:
+        for product in option.products:  # type: ignore[attr-defined]
+            if product.name == name:
+                return str(product.id)
+    raise AssertionError(f"{name} not offered")
