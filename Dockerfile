@@ -8,6 +8,7 @@ COPY bot ./bot
 COPY flows ./flows
 COPY store ./store
 COPY messages_es ./messages_es
+COPY config ./config
 RUN pip install --no-compile . \
     && useradd --system --uid 10001 bot \
     && mkdir -p /app/.data && chown bot /app/.data
