@@ -37,6 +37,7 @@ import aiohttp
 from aiohttp import web
 
 from bot import wa_payloads
+from bot.serving import serve
 from bot.wa_payloads import InboundItem, JSONDict
 
 log = logging.getLogger(__name__)
@@ -547,13 +548,7 @@ class FakeCloudAPI:
         app.router.add_delete("/_fake/messages", self._handle_clear_messages)
         app.router.add_get("/_fake/stats", self._handle_stats)
         self._closing.clear()
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._base_url = f"http://{bound_host}:{bound_port}"
+        self._runner, self._base_url = await serve(app, host, port)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._status_concurrency * 2),
             timeout=_WEBHOOK_TIMEOUT,

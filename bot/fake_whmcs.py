@@ -45,6 +45,7 @@ import phonenumbers
 from aiohttp import web
 
 from bot.config import Settings
+from bot.serving import serve
 from bot.whmcs import WhmcsBilling
 from flows.billing import Billing
 from flows.phones import parse_phone
@@ -483,12 +484,7 @@ class FakeWhmcs:
         app = web.Application()
         app.router.add_post(API_PATH, self._handle)
         self._closing.clear()
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        self._base_url = f"http://{bound_host}:{bound_port}"
+        self._runner, self._base_url = await serve(app, host, port, shutdown_timeout=1.0)
         log.info("fake WHMCS serving on %s", self._base_url)
         return self._base_url
 

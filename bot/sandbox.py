@@ -39,6 +39,7 @@ from bot import wa_payloads
 from bot.app import BILLING, build_app
 from bot.config import Settings
 from bot.fake_cloud_api import FakeCloudAPI
+from bot.serving import serve
 from bot.wa_payloads import InboundItem, JSONDict
 from bot.webhook import POOL
 from flows.billing import NOT_FOUND, BillingRefused, Client, Domain, Invoice, Service
@@ -617,14 +618,10 @@ class Sandbox:
                 self.fake.webhook_url = f"http://{self.host}:{self.port}/webhook"
             app = build_app(self.settings)
             add_simulator(app, Simulator(self.fake, self.settings, self.demo))
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            self._runner, self.url = await serve(app, self.host, self.port, shutdown_timeout=5.0)
         except BaseException:
             await self.stop()
             raise
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
         self.fake.webhook_url = f"{self.url}/webhook"
         return self
 

@@ -15,6 +15,7 @@ from bot import wa_payloads
 from bot.app import build_app
 from bot.config import Settings
 from bot.fake_cloud_api import FakeCloudAPI, SentMessage
+from bot.serving import serve
 from bot.wa_payloads import InboundItem
 
 PHONE_ID = "109876543210"
@@ -56,13 +57,7 @@ class Stack:
     async def start(self) -> Self:
         api_url = await self.fake.start()
         self.settings = make_settings(self.database_url, api_url, **self.changes)
-        app = build_app(self.settings)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._runner, self.url = await serve(build_app(self.settings))
         self.fake.webhook_url = f"{self.url}/webhook"
         self.session = aiohttp.ClientSession()
         return self

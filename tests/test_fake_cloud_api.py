@@ -22,6 +22,7 @@ from pywa_async.types import Button
 
 from bot import wa_payloads
 from bot.fake_cloud_api import FakeCloudAPI
+from bot.serving import serve
 from bot.signatures import SignatureCheck, check
 from bot.wa_client import RedirectTransport
 
@@ -75,12 +76,8 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/webhook", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    rec.url = f"http://{host}:{port}/webhook"
+    runner, base_url = await serve(app)
+    rec.url = f"{base_url}/webhook"
     yield rec
     await runner.cleanup()
 
