@@ -16,8 +16,9 @@ from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.listener import Signals
 from bot.sender import Sender
+from bot.status_writer import StatusWriter
 from bot.wa_client import CloudAPI
-from bot.webhook import POOL, SETTINGS, SIGNALS
+from bot.webhook import POOL, SETTINGS, SIGNALS, STATUS_WRITER
 from flows.billing import Billing
 from flows.catalog import default_catalog
 from flows.pricing import Policy
@@ -84,6 +85,7 @@ def build_app(settings: Settings, *, workers: bool = True) -> web.Application:
         signals = Signals(pool)
         await signals.start()
         app[SIGNALS] = signals
+        app[STATUS_WRITER] = StatusWriter(pool, max_send_attempts=settings.send_max_attempts)
         tasks: list[asyncio.Task[None]] = []
         dispatcher: Dispatcher | None = None
         sender: Sender | None = None

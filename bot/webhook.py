@@ -18,6 +18,7 @@ from bot import metrics
 from bot.config import Settings
 from bot.listener import INBOX, OUTBOX, Signals
 from bot.signatures import SignatureCheck, check
+from bot.status_writer import StatusWriter
 from bot.wa_updates import PayloadError, parse
 from flows.runtime import timestamp_or_now
 from store import inbox
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 SIGNALS: web.AppKey[Signals] = web.AppKey("signals", Signals)
+STATUS_WRITER: web.AppKey[StatusWriter] = web.AppKey("status_writer", StatusWriter)
 
 
 def _error(status: int, outcome: str, message: str) -> web.Response:
@@ -105,13 +107,17 @@ async def receive(request: web.Request) -> web.Response:
         metrics.WEBHOOKS.labels(outcome="empty").inc()
         return web.json_response({"status": "ok"})
     try:
-        result = await inbox.accept(
-            request.app[POOL],
-            text,
-            messages,
-            statuses,
-            max_send_attempts=settings.send_max_attempts,
-        )
+        if messages:
+            result = await inbox.accept(
+                request.app[POOL],
+                text,
+                messages,
+                statuses,
+                max_send_attempts=settings.send_max_attempts,
+            )
+        else:
+            applied = await request.app[STATUS_WRITER].apply(statuses)
+            result = inbox.Accepted(0, 0, applied.applied, applied.requeued)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         log.error("webhook not stored, asking Meta to retry: %s", e)
         return _error(503, "unavailable", "temporarily unavailable")
