@@ -10,7 +10,11 @@ async def serve(
 ) -> tuple[web.AppRunner, str]:
     """Start `app` on `host:port` (0: any free port); the runner and the base URL."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await runner.setup()  # runs the app's start-up: from here its workers are running
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()  # a busy port must not leave them running
+        raise
     bound_host, bound_port = runner.addresses[0][:2]
     return runner, f"http://{bound_host}:{bound_port}"
