@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 # What store functions take: a connection of a pool, or one opened by itself.
 if TYPE_CHECKING:
-    Conn: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    _Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+    Conn: TypeAlias = _Connection | PoolConnectionProxy[asyncpg.Record]
 else:
+    _Connection = asyncpg.Connection
     Conn = asyncpg.Connection | PoolConnectionProxy
 
 
@@ -54,6 +56,16 @@ async def _init_connection(conn: Conn) -> None:
     )
 
 
+class _PooledConnection(_Connection):
+    """Our code leaves nothing on a pooled connection between uses (no session settings,
+    advisory locks, cursors; LISTEN is removed with its listener, and asyncpg still rolls
+    back an open transaction), so the reset query asyncpg sends on every release — a round
+    trip per acquire, 7 % of the service's CPU in the benchmark — is not needed."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -73,6 +85,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
                 max_size=max_size,
                 init=_init_connection,
                 command_timeout=60,
+                connection_class=_PooledConnection,
             )
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as e:
             last = e

@@ -86,7 +86,10 @@ async def wait_rows(pool: asyncpg.Pool, where: str, count: int, timeout: float =
     deadline = loop.time() + timeout
     while await pool.fetchval(f"SELECT count(*) FROM outbox WHERE {where}") < count:
         if loop.time() > deadline:
-            rows = await pool.fetch("SELECT id, status, attempts, error_code FROM outbox")
+            rows = await pool.fetch(
+                "SELECT id, status, attempts, error_code, error_message FROM outbox "
+                "WHERE status <> 'accepted'"
+            )
             raise TimeoutError(f"not {count} rows with {where}: {rows}")
         await asyncio.sleep(0.05)
 
