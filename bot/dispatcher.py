@@ -1,6 +1,7 @@
-"""Inbox workers: each inbound message gets one transaction — claim it, lock its
-conversation, identify the customer, run the flow step, apply its effects, save the
-state, queue the replies, mark the message done.
+"""Inbox workers: a worker claims a batch of inbound messages — each the oldest pending
+one of its conversation — and handles them in one transaction: lock their conversations,
+identify each customer, run the flow step, apply its effects, save the state, queue the
+replies, mark the messages done. One claim, one save and one commit serve the batch.
 
 Workers run in parallel across conversations; within one conversation the claim only
 offers its oldest pending message, and the conversation row lock keeps two processes
@@ -54,6 +55,14 @@ class _AlertsReader:
         return await turns.alerts_enabled(self.conn, client_id)
 
 
+class _TurnFailed(Exception):
+    """A turn failed on its own (its flow step or effects); the batch goes on without it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -70,6 +79,8 @@ class Dispatcher:
         self.matcher = Matcher(catalog.words("words.negations"))
         self.signals = signals
         self._stopping = False
+        # After a batch failed as a whole: how many claims to make one message at a time.
+        self._one_by_one = 0
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
     async def run(self) -> None:
@@ -93,7 +104,7 @@ class Dispatcher:
     async def _worker(self, number: int) -> None:
         while not self._stopping:
             try:
-                worked = await self.process_one()
+                worked = await self.process_batch()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
                 log.warning("dispatcher %d: database error %s", number, e)
                 await asyncio.sleep(1.0)
@@ -104,36 +115,70 @@ class Dispatcher:
                 # Others may be idle while more is queued: let them look too.
                 self.signals.poke(INBOX)
 
-    async def process_one(self) -> bool:
-        """Process the next message; False when there was none."""
-        claimed: turns.ClaimedMessage | None = None
+    async def process_batch(self) -> int:
+        """Handle the next messages — up to DISPATCH_BATCH of them, each the oldest
+        pending one of its conversation — in one transaction. Returns how many were
+        claimed (0: none was waiting).
+
+        A turn whose flow step or effects raise is left out of the batch (its effects are
+        rolled back to a savepoint) and counted as a failed attempt after the commit. An
+        error that breaks the whole transaction saves nothing: the next claims then go one
+        message at a time, so the message that caused it fails alone."""
+        limit = 1 if self._one_by_one > 0 else self.settings.dispatch_batch
+        starts: list[turns.TurnStart] = []
+        failed: list[tuple[turns.ClaimedMessage, Exception]] = []
+        saved: list[turns.SavedTurn] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                start = await turns.claim_turn(conn)
-                if start is None:
-                    return False
-                claimed = start.message
-                await self._turn(conn, start)
-            metrics.TURNS.labels(result="done").inc()
-            return True
+                starts = await turns.claim_turns(conn, limit)
+                if not starts:
+                    return 0
+                for start in starts:
+                    try:
+                        saved.append(await self._turn(conn, start))
+                    except _TurnFailed as e:
+                        failed.append((start.message, e.error))
+                await turns.save_turns(conn, saved, processed_by=self.identity)
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
             raise
         except Exception as e:
-            if claimed is None:
+            if not starts:
                 raise
-            log.exception("message %s failed", claimed.wamid)
-            metrics.TURNS.labels(result="error").inc()
-            gave_up = await turns.record_failure(
-                self.pool,
-                claimed.inbox_id,
-                f"{type(e).__name__}: {e}",
-                max_attempts=self.settings.inbox_max_attempts,
-            )
-            if gave_up:
-                await self._apologise(claimed)
-            return True
+            if len(starts) > 1:
+                log.warning(
+                    "a batch of %d messages failed (%r); retrying them one by one", len(starts), e
+                )
+                self._one_by_one = len(starts)
+                return len(starts)
+            failed = [(starts[0].message, e)]
+            saved = []
+        finally:
+            if limit == 1 and starts:
+                self._one_by_one = max(0, self._one_by_one - 1)
+        if saved:
+            metrics.TURNS.labels(result="done").inc(len(saved))
+            if any(t.replies for t in saved):
+                self.signals.notify(OUTBOX)
+        for message, error in failed:
+            await self._record_failure(message, error)
+        return len(starts)
 
-    async def _turn(self, conn: Conn, start: turns.TurnStart) -> None:
+    async def _record_failure(self, claimed: turns.ClaimedMessage, error: Exception) -> None:
+        log.error("message %s failed", claimed.wamid, exc_info=error)
+        metrics.TURNS.labels(result="error").inc()
+        gave_up = await turns.record_failure(
+            self.pool,
+            claimed.inbox_id,
+            f"{type(error).__name__}: {error}",
+            max_attempts=self.settings.inbox_max_attempts,
+        )
+        if gave_up:
+            await self._apologise(claimed)
+
+    async def _turn(self, conn: Conn, start: turns.TurnStart) -> turns.SavedTurn:
+        """One message's turn inside the batch's transaction. Raises _TurnFailed (with
+        nothing of this turn written) when its flow step or effects fail; a database
+        error outside the effects breaks the transaction and is raised as is."""
         claimed, conv = start.message, start.conversation
         inbound = Inbound.from_inbox(claimed.data)
         deps = Deps(
@@ -160,7 +205,47 @@ class Dispatcher:
             log.exception("billing system unavailable for message %s", claimed.wamid)
             turn = Turn(state=conv.state, context=conv.context)
             turn.replies.append(Reply(Text(self.catalog.text("common.error"))))
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
+            raise
+        except Exception as e:
+            raise _TurnFailed(e) from e
         recipient = conv.recipient
+        if turn.effects:
+            try:
+                # A savepoint: a failing effect takes back only this turn's effects.
+                async with conn.transaction():
+                    recipient = await self._apply_effects(conn, conv, identity, turn, recipient)
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                raise
+            except Exception as e:
+                raise _TurnFailed(e) from e
+        metrics.INBOX_LAG.observe(
+            max(0.0, (datetime.now(UTC) - claimed.received_at).total_seconds())
+        )
+        return turns.SavedTurn(
+            conversation_id=conv.id,
+            inbox_id=claimed.inbox_id,
+            state=turn.state,
+            context=turn.context,
+            client_id=identity.client.id if identity.client else conv.client_id,
+            recipient=recipient,
+            replies=[
+                turns.OutgoingRow(
+                    message=to_json(r.message),
+                    template=to_json(r.template) if r.template else None,
+                )
+                for r in turn.replies
+            ],
+        )
+
+    async def _apply_effects(
+        self,
+        conn: Conn,
+        conv: turns.ConversationRow,
+        identity: Identity,
+        turn: Turn,
+        recipient: str,
+    ) -> str:
         for effect in turn.effects:
             match effect:
                 case Escalate(reason=reason, summary=summary):
@@ -177,28 +262,7 @@ class Dispatcher:
                     recipient = await turns.move_conversation(
                         conn, conv.id, old_wa_id=old, new_wa_id=new, client_id=client_id
                     )
-        await turns.save_turn(
-            conn,
-            conversation_id=conv.id,
-            inbox_id=claimed.inbox_id,
-            state=turn.state,
-            context=turn.context,
-            client_id=identity.client.id if identity.client else conv.client_id,
-            recipient=recipient,
-            replies=[
-                turns.OutgoingRow(
-                    message=to_json(r.message),
-                    template=to_json(r.template) if r.template else None,
-                )
-                for r in turn.replies
-            ],
-            processed_by=self.identity,
-        )
-        if turn.replies:
-            self.signals.notify(OUTBOX)
-        metrics.INBOX_LAG.observe(
-            max(0.0, (datetime.now(UTC) - claimed.received_at).total_seconds())
-        )
+        return recipient
 
     async def _identify(self, wa_id: str | None, linked: str | None) -> Identity:
         """The billing client behind this WhatsApp number (SPEC §3): the one a number

@@ -59,26 +59,27 @@ class TurnStart:
     linked_client_id: str | None
 
 
-async def claim_turn(conn: Conn) -> TurnStart | None:
-    """The oldest pending message that heads its conversation, locked for this
-    transaction, with its conversation created or locked (one round trip). Messages of
-    a conversation wait behind its earlier ones; rows locked by other workers are
-    skipped, so conversations run in parallel (store/migrations/003, 004)."""
-    row = await conn.fetchrow("SELECT * FROM claim_turn()")
-    if row is None:
-        return None
-    return TurnStart(
-        message=ClaimedMessage(
-            inbox_id=row["inbox_id"],
-            wamid=row["wamid"],
-            conversation_key=row["conversation_key"],
-            data=row["message"],
-            attempts=row["attempts"],
-            received_at=row["received_at"],
-        ),
-        conversation=_conversation(row, id_column="conversation_id"),
-        linked_client_id=row["linked_client_id"],
-    )
+async def claim_turns(conn: Conn, limit: int) -> list[TurnStart]:
+    """Up to `limit` messages, each the oldest pending one of its conversation, locked for
+    this transaction, with their conversations created or locked (one round trip).
+    Messages of a conversation wait behind its earlier ones; rows locked by other workers
+    are skipped, so conversations run in parallel (store/migrations/003, 007)."""
+    rows = await conn.fetch("SELECT * FROM claim_turns($1)", limit)
+    return [
+        TurnStart(
+            message=ClaimedMessage(
+                inbox_id=row["inbox_id"],
+                wamid=row["wamid"],
+                conversation_key=row["conversation_key"],
+                data=row["message"],
+                attempts=row["attempts"],
+                received_at=row["received_at"],
+            ),
+            conversation=_conversation(row, id_column="conversation_id"),
+            linked_client_id=row["linked_client_id"],
+        )
+        for row in rows
+    ]
 
 
 def _conversation(row: asyncpg.Record, *, id_column: str = "id") -> ConversationRow:
@@ -148,37 +149,60 @@ def _queue_args(
     )
 
 
-async def save_turn(
-    conn: Conn,
-    *,
-    conversation_id: int,
-    inbox_id: int,
-    state: str,
-    context: dict[str, Any],
-    client_id: str | None,
-    recipient: str,
-    replies: Sequence[OutgoingRow],
-    processed_by: str,
-    purpose: str = "reply",
+@dataclass(frozen=True, slots=True)
+class SavedTurn:
+    """What a turn leaves behind: the conversation's new state and the replies to send."""
+
+    conversation_id: int
+    inbox_id: int
+    state: str
+    context: dict[str, Any]
+    client_id: str | None
+    recipient: str
+    replies: Sequence[OutgoingRow]
+
+
+async def save_turns(
+    conn: Conn, saved: Sequence[SavedTurn], *, processed_by: str, purpose: str = "reply"
 ) -> None:
-    """Save the state, queue the replies in order, mark the message done (one statement)."""
+    """Save each conversation's state, queue the replies (in order: turn by turn, reply by
+    reply) and mark the messages done — one statement for a whole batch of turns."""
+    if not saved:
+        return
+    replies = [(t, r) for t in saved for r in t.replies]
     await conn.execute(
-        f"""
+        """
         WITH c AS (
-            UPDATE conversations SET flow_state = $7, context = $8, client_id = $9,
-                                     updated_at = now()
-            WHERE id = $2
-        ), {_QUEUE}, i AS (
+            UPDATE conversations AS c SET flow_state = t.st, context = t.ctx,
+                                          client_id = t.client, updated_at = now()
+            FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[])
+                AS t(conv, st, ctx, client)
+            WHERE c.id = t.conv
+        ), o AS (
+            INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
+            SELECT r, conv, inbox, $10, m, tp
+            FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::jsonb[], $11::jsonb[])
+                WITH ORDINALITY AS x(r, conv, inbox, m, tp, n)
+            ORDER BY n
+            RETURNING id
+        ), i AS (
             UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1,
-                             processed_by = $10
-            WHERE id = $3
+                             processed_by = $12
+            WHERE id = ANY($5::bigint[])
         )
         SELECT 1
         """,
-        *_queue_args(recipient, conversation_id, inbox_id, replies, purpose),
-        state,
-        without_nul(context),
-        client_id,
+        [t.conversation_id for t in saved],
+        [t.state for t in saved],
+        [without_nul(t.context) for t in saved],
+        [t.client_id for t in saved],
+        [t.inbox_id for t in saved],
+        [t.recipient for t, _ in replies],
+        [t.conversation_id for t, _ in replies],
+        [t.inbox_id for t, _ in replies],
+        [without_nul(r.message) for _, r in replies],
+        purpose,
+        [without_nul(r.template) if r.template else None for _, r in replies],
         processed_by,
     )
 
