@@ -63,7 +63,9 @@ def make_billing(settings: Settings, pool: asyncpg.Pool) -> Billing:
 
 async def open_pool(settings: Settings) -> asyncpg.Pool:
     dsn = await asyncio.to_thread(db.resolve_database_url, settings.database_url, settings.data_dir)
-    pool = await db.create_pool(dsn, max_size=settings.dispatch_concurrency + 12)
+    pool = await db.create_pool(
+        dsn, max_size=settings.dispatch_concurrency + settings.dispatch_batch_readers + 12
+    )
     async with pool.acquire() as conn:
         await migrate(conn)
     return pool

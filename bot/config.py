@@ -93,6 +93,8 @@ class Settings:
     dispatch_concurrency: int = 2
     # Messages (of distinct conversations) a worker handles in one transaction.
     dispatch_batch: int = 32
+    # Flow steps of a batch running at once (each may wait on the billing system).
+    dispatch_batch_readers: int = 8
     inbox_max_attempts: int = 3
     webhook_max_bytes: int = 3 * 1024 * 1024
     log_level: str = "INFO"
@@ -147,6 +149,7 @@ class Settings:
             ambiguous_after_seconds=_float(env, "AMBIGUOUS_AFTER_SECONDS", 300.0),
             dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 2),
             dispatch_batch=max(1, _int(env, "DISPATCH_BATCH", 32)),
+            dispatch_batch_readers=max(1, _int(env, "DISPATCH_BATCH_READERS", 8)),
             inbox_max_attempts=_int(env, "INBOX_MAX_ATTEMPTS", 3),
             webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", 3 * 1024 * 1024),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -48,11 +49,15 @@ IDLE_WAIT_SECONDS = 5.0
 
 
 class _AlertsReader:
-    def __init__(self, conn: Conn) -> None:
-        self.conn = conn
+    """Alert preferences as committed: a conversation's own earlier turns are, since its
+    next message is only claimed after they commit."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
 
     async def alerts_enabled(self, client_id: str) -> bool:
-        return await turns.alerts_enabled(self.conn, client_id)
+        async with self.pool.acquire() as conn:
+            return await turns.alerts_enabled(conn, client_id)
 
 
 class _TurnFailed(Exception):
@@ -61,6 +66,12 @@ class _TurnFailed(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    turn: Turn
+    identity: Identity
 
 
 class Dispatcher:
@@ -79,6 +90,15 @@ class Dispatcher:
         self.matcher = Matcher(catalog.words("words.negations"))
         self.signals = signals
         self._stopping = False
+        self._deps = Deps(
+            catalog=catalog,
+            matcher=self.matcher,
+            billing=billing,
+            alerts=_AlertsReader(pool),
+            panel_details_url=settings.panel_details_url,
+            session_ttl=timedelta(minutes=settings.session_ttl_minutes),
+        )
+        self._readers = asyncio.Semaphore(settings.dispatch_batch_readers)
         # After a batch failed as a whole: how many claims to make one message at a time.
         self._one_by_one = 0
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
@@ -133,9 +153,14 @@ class Dispatcher:
                 starts = await turns.claim_turns(conn, limit)
                 if not starts:
                     return 0
-                for start in starts:
+                # The flow steps (and their billing reads) run side by side; what they
+                # write goes through this transaction, one turn after the other.
+                decided = await asyncio.gather(*(self._decide(start) for start in starts))
+                for start, decision in zip(starts, decided, strict=True):
                     try:
-                        saved.append(await self._turn(conn, start))
+                        if isinstance(decision, _TurnFailed):
+                            raise decision
+                        saved.append(await self._write(conn, start, decision))
                     except _TurnFailed as e:
                         failed.append((start.message, e.error))
                 await turns.save_turns(conn, saved, processed_by=self.identity)
@@ -175,20 +200,12 @@ class Dispatcher:
         if gave_up:
             await self._apologise(claimed)
 
-    async def _turn(self, conn: Conn, start: turns.TurnStart) -> turns.SavedTurn:
-        """One message's turn inside the batch's transaction. Raises _TurnFailed (with
-        nothing of this turn written) when its flow step or effects fail; a database
-        error outside the effects breaks the transaction and is raised as is."""
+    async def _decide(self, start: turns.TurnStart) -> _Decision | _TurnFailed:
+        """Identify the customer and run the flow step: what the turn will write. No
+        database writes here; the billing reads have their own connections (at most
+        DISPATCH_BATCH_READERS at once in this process)."""
         claimed, conv = start.message, start.conversation
         inbound = Inbound.from_inbox(claimed.data)
-        deps = Deps(
-            catalog=self.catalog,
-            matcher=self.matcher,
-            billing=self.billing,
-            alerts=_AlertsReader(conn),
-            panel_details_url=self.settings.panel_details_url,
-            session_ttl=timedelta(minutes=self.settings.session_ttl_minutes),
-        )
         view = ConversationView(
             state=conv.state,
             context=conv.context,
@@ -197,22 +214,33 @@ class Dispatcher:
             profile_name=conv.profile_name,
         )
         identity = Identity(IdentityStatus.UNKNOWN)
-        try:
-            identity = await self._identify(conv.wa_id, start.linked_client_id)
-            turn = await conversation.handle(view, inbound, identity, deps, datetime.now(UTC))
-        except BillingError:
-            # The billing system is down: say so, keep the conversation where it was.
-            log.exception("billing system unavailable for message %s", claimed.wamid)
-            turn = Turn(state=conv.state, context=conv.context)
-            turn.replies.append(Reply(Text(self.catalog.text("common.error"))))
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
-            raise
-        except Exception as e:
-            raise _TurnFailed(e) from e
+        async with self._readers:
+            try:
+                identity = await self._identify(conv.wa_id, start.linked_client_id)
+                turn = await conversation.handle(
+                    view, inbound, identity, self._deps, datetime.now(UTC)
+                )
+            except BillingError:
+                # The billing system is down: say so, keep the conversation where it was.
+                log.exception("billing system unavailable for message %s", claimed.wamid)
+                turn = Turn(state=conv.state, context=conv.context)
+                turn.replies.append(Reply(Text(self.catalog.text("common.error"))))
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                raise  # the database is away: not this message's fault
+            except Exception as e:
+                return _TurnFailed(e)
+        return _Decision(turn, identity)
+
+    async def _write(
+        self, conn: Conn, start: turns.TurnStart, decision: _Decision
+    ) -> turns.SavedTurn:
+        """Apply the turn's effects in the batch's transaction (behind a savepoint, so a
+        failing one takes back only this turn's: _TurnFailed) and say what to save."""
+        claimed, conv = start.message, start.conversation
+        turn, identity = decision.turn, decision.identity
         recipient = conv.recipient
         if turn.effects:
             try:
-                # A savepoint: a failing effect takes back only this turn's effects.
                 async with conn.transaction():
                     recipient = await self._apply_effects(conn, conv, identity, turn, recipient)
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):

@@ -16,6 +16,7 @@ from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
 from tests.harness import Stack, text_of
 
 CATALOG = default_catalog()
+PANEL = "https://www.paneldecliente.com/clientarea.php?action=details"
 
 
 async def _processed(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
@@ -127,34 +128,32 @@ async def test_a_failing_effect_is_taken_back_alone(
 async def test_an_error_that_breaks_the_batch_is_found_one_by_one(
     pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A database error outside any savepoint aborts the batch's transaction: nothing of
-    it is saved, the messages are retried one at a time and only the culprit fails."""
+    """A turn that cannot be saved (here a flow bug leaves a NaN, which jsonb refuses, in
+    Juan's context) fails the batch's one save: nothing of the batch is written, its
+    messages are retried one at a time, and only the culprit fails."""
+    from flows import conversation
 
-    async def alerts_enabled(conn: Any, client_id: str) -> bool:
-        await conn.execute("SELECT 1 / 0")
-        return True
+    real_handle = conversation.handle
 
-    monkeypatch.setattr(turns, "alerts_enabled", alerts_enabled)
+    async def handle(view: Any, inbound: Any, identity: Any, *a: Any) -> Any:
+        turn = await real_handle(view, inbound, identity, *a)
+        if view.wa_id == JUAN_WA:
+            turn.context["ratio"] = float("nan")  # jsonb refuses NaN
+        return turn
+
+    monkeypatch.setattr(conversation, "handle", handle)
+    items = [wa_payloads.inbound_text(w, "hola") for w in (MARIA_WA, JUAN_WA, UNKNOWN_WA)]
     async with Stack(database_url, inbox_max_attempts=2) as stack:
-        # Juan first opens the menu; then, in one webhook, he asks for his alerts (which
-        # reads the broken table) while María and an unknown number say hello.
-        await stack.say(JUAN_WA, "hola")
-        await stack.replies(1, to=JUAN_WA)
-        items = [
-            wa_payloads.inbound_button_reply(JUAN_WA, "alerts", "Alertas"),
-            wa_payloads.inbound_text(MARIA_WA, "hola"),
-            wa_payloads.inbound_text(UNKNOWN_WA, "hola"),
-        ]
         assert await stack.send(*items) == 200
-        others = await stack.replies(1, to=MARIA_WA, timeout=10)
-        others += await stack.replies(1, to=UNKNOWN_WA, timeout=10)
-        juan = await stack.replies(2, to=JUAN_WA, timeout=20)
-    assert text_of(others[0]) == CATALOG.text("menu.body", name="María")
-    assert text_of(juan[1]) == CATALOG.text("common.error")
-    statuses = await pool.fetch("SELECT message ->> 'wa_id' AS w, status FROM inbox ORDER BY id")
-    assert [(r["w"], r["status"]) for r in statuses] == [
-        (JUAN_WA, "done"),
-        (JUAN_WA, "failed"),
-        (MARIA_WA, "done"),
-        (UNKNOWN_WA, "done"),
-    ]
+        [maria] = await stack.replies(1, to=MARIA_WA, timeout=10)
+        [unknown] = await stack.replies(1, to=UNKNOWN_WA, timeout=10)
+        [juan] = await stack.replies(1, to=JUAN_WA, timeout=20)
+    assert text_of(maria) == CATALOG.text("menu.body", name="María")
+    assert text_of(unknown) == CATALOG.text("identity.unknown", panel_url=PANEL)
+    assert text_of(juan) == CATALOG.text("common.error")
+    rows = await _processed(pool)
+    assert (rows[MARIA_WA]["status"], rows[UNKNOWN_WA]["status"]) == ("done", "done")
+    assert (rows[JUAN_WA]["status"], rows[JUAN_WA]["attempts"]) == ("failed", 2)
+    # Each was saved by a transaction of its own.
+    assert rows[MARIA_WA]["processed_at"] != rows[UNKNOWN_WA]["processed_at"]
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 3
