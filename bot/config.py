@@ -47,8 +47,12 @@ class Settings:
     data_dir: Path = Path(".data")
     port: int = 8080
     host: str = "0.0.0.0"
-    # Worker processes of `serve` sharing the port (one per core).
+    # `serve`: HTTP processes sharing the port, and background processes working the
+    # inbox and the outbox. With background processes the HTTP ones do no conversation
+    # work, so a webhook is never queued behind a batch of turns (ack latency). With none,
+    # each HTTP process does everything.
     processes: int = 1
+    worker_processes: int = 1
     whatsapp_phone_id: str = ""
     whatsapp_token: str = ""
     whatsapp_app_secret: str = ""
@@ -116,6 +120,7 @@ class Settings:
             port=_int(env, "PORT", 8080),
             host=env.get("HOST", "0.0.0.0"),
             processes=max(1, _int(env, "PROCESSES", 1)),
+            worker_processes=max(0, _int(env, "WORKER_PROCESSES", 1)),
             whatsapp_phone_id=env.get("WHATSAPP_PHONE_ID", ""),
             whatsapp_token=env.get("WHATSAPP_TOKEN", ""),
             whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),

@@ -1,24 +1,35 @@
 """`python -m bot serve`: the production entry point.
 
-One Python process uses one core. With `PROCESSES=N` (default: 1) the command starts N
-worker processes that share the port (SO_REUSEPORT: the kernel spreads connections) and
-the database (row locks and SKIP LOCKED share the work, exactly as separate machines
-do). The parent resolves the database (starting the embedded one if needed) and applies
-migrations once, then supervises: a worker that dies is restarted; SIGTERM or SIGINT stops
-them all.
+By default it runs two processes under a small supervisor: one serves HTTP (webhooks,
+status webhooks, `/healthz`, `/metrics`) and one works the inbox and the outbox (the
+dispatcher and the sender). Kept apart, a webhook is answered at once instead of waiting
+behind a batch of turns on the same event loop, and the two use two cores.
+
+`PROCESSES=N` starts N HTTP processes sharing the port (SO_REUSEPORT: the kernel spreads
+connections); `WORKER_PROCESSES=M` starts M background processes (row locks and SKIP
+LOCKED share the work, exactly as separate machines do). `WORKER_PROCESSES=0` with
+`PROCESSES=1` is a single process doing everything.
+
+The supervisor resolves the database (starting the embedded one if needed) and applies
+migrations once, then watches: a child that dies is restarted; SIGTERM or SIGINT stops
+them all; if the supervisor itself is killed, the kernel kills its children
+(PR_SET_PDEATHSIG), so nothing keeps running or holds the port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Literal
 
 import uvloop
 from aiohttp import web
@@ -29,11 +40,14 @@ from bot.config import Settings
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+PR_SET_PDEATHSIG = 1
+
+Role = Literal["all", "web", "worker"]
 
 
 def serve(settings: Settings) -> int:
-    if settings.processes <= 1:
-        _run_worker(settings)
+    if settings.processes <= 1 and settings.worker_processes == 0:
+        _run_child(settings, "all")
         return 0
     settings = asyncio.run(_prepare_database(settings))
     return _supervise(settings)
@@ -50,15 +64,30 @@ async def _prepare_database(settings: Settings) -> Settings:
     return settings
 
 
-def _run_worker(settings: Settings) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when the supervisor dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def _run_child(settings: Settings, role: Role, parent: int | None = None) -> None:
     from bot.app import build_app
 
+    if parent is not None:
+        _die_with_parent(parent)
     logs.setup(settings.log_level, as_json=settings.log_json)
     # uvloop's event loop (libuv) costs a fraction of asyncio's own per I/O event; the
     # service is mostly I/O events (webhooks, PostgreSQL, the Cloud API).
     uvloop.install()
+    if role == "worker":
+        asyncio.run(_background(settings))
+        return
     web.run_app(
-        build_app(settings),
+        build_app(settings, workers=role == "all"),
         host=settings.host,
         port=settings.port,
         reuse_port=settings.processes > 1,
@@ -67,39 +96,68 @@ def _run_worker(settings: Settings) -> None:
     )
 
 
+async def _background(settings: Settings) -> None:
+    """The dispatcher and the sender without an HTTP server, until SIGTERM/SIGINT."""
+    from bot.app import build_app
+
+    runner = web.AppRunner(build_app(settings, workers=True, http=False))
+    await runner.setup()  # starts the pool, the listener, the dispatcher and the sender
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def _supervise(settings: Settings) -> int:
     context = multiprocessing.get_context("spawn")
-    workers: list[BaseProcess] = []
-    restarts = [0] * settings.processes
+    web_roles: list[Role] = ["web"] * settings.processes
+    worker_roles: list[Role] = ["worker"] * settings.worker_processes
+    roles = web_roles + worker_roles
+    children: list[BaseProcess] = []
+    restarts = [0] * len(roles)
     stopping = False
+    me = os.getpid()
 
     def start(slot: int) -> BaseProcess:
-        proc = context.Process(target=_run_worker, args=(settings,), name=f"bot-worker-{slot}")
+        role = roles[slot]
+        proc = context.Process(
+            target=_run_child, args=(settings, role, me), name=f"bot-{role}-{slot}"
+        )
         proc.start()
-        log.info("worker %d started (pid %s)", slot, proc.pid)
+        log.info("%s process %d started (pid %s)", role, slot, proc.pid)
         return proc
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for proc in workers:
+        for proc in children:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    workers.extend(start(slot) for slot in range(settings.processes))
+    children.extend(start(slot) for slot in range(len(roles)))
     while not stopping:
         time.sleep(0.5)
-        for slot, proc in enumerate(workers):
+        for slot, proc in enumerate(children):
             if stopping or proc.is_alive():
                 continue
             delay = RESTART_BACKOFF_SECONDS[min(restarts[slot], len(RESTART_BACKOFF_SECONDS) - 1)]
-            log.error("worker %d exited with %s; restarting in %.0f s", slot, proc.exitcode, delay)
+            log.error(
+                "%s process %d exited with %s; restarting in %.0f s",
+                roles[slot],
+                slot,
+                proc.exitcode,
+                delay,
+            )
             time.sleep(delay)
             restarts[slot] += 1
-            workers[slot] = start(slot)
-    for proc in workers:
+            children[slot] = start(slot)
+    for proc in children:
         proc.join(timeout=30)
         if proc.is_alive():
             proc.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -66,6 +67,7 @@ class ServerProcess:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a container is
         )
 
     async def wait_healthy(self, timeout: float) -> None:
@@ -87,9 +89,11 @@ class ServerProcess:
                 await asyncio.sleep(0.1)
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup, no atexit, connections dropped mid-transaction."""
+        """SIGKILL to every process of the server (as when its container is killed): no
+        cleanup, no atexit, connections dropped mid-transaction."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
         self._close_log()
 

@@ -106,8 +106,15 @@ async def assert_exactly_one_reply_each(
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    "topology",
+    [
+        pytest.param({}, id="http-and-worker-processes"),
+        pytest.param({"WORKER_PROCESSES": "0"}, id="one-process"),
+    ],
+)
 async def test_sigkill_mid_run_loses_nothing_and_doubles_nothing(
-    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path, topology: dict[str, str]
 ) -> None:
     await LocalBilling(pool).load(bulk_clients(200))
     batches = make_batches(customers=200, per_customer=10)  # 2,000 messages
@@ -118,7 +125,9 @@ async def test_sigkill_mid_run_loses_nothing_and_doubles_nothing(
     ) as fake:
         port = free_port()
         fake.webhook_url = f"http://127.0.0.1:{port}/webhook"
-        env = server_env(database_url, fake.base_url, port, AMBIGUOUS_AFTER_SECONDS="20")
+        env = server_env(
+            database_url, fake.base_url, port, AMBIGUOUS_AFTER_SECONDS="20", **topology
+        )
         server = ServerProcess(env, tmp_path / "server.log")
         await server.start()
         try:
@@ -175,7 +184,8 @@ async def test_two_processes_share_the_work(
 async def test_one_command_several_processes_on_one_port(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
-    """PROCESSES=2: two workers share the port and the database; SIGTERM stops both."""
+    """PROCESSES=2 WORKER_PROCESSES=2: two HTTP processes share the port, two background
+    processes share the work; SIGTERM stops them all."""
     await LocalBilling(pool).load(bulk_clients(100))
     batches = make_batches(customers=100, per_customer=4)
     total = sum(len(b) for b in batches)
@@ -185,7 +195,7 @@ async def test_one_command_several_processes_on_one_port(
         port = free_port()
         fake.webhook_url = f"http://127.0.0.1:{port}/webhook"
         server = ServerProcess(
-            server_env(database_url, fake.base_url, port, PROCESSES="2"),
+            server_env(database_url, fake.base_url, port, PROCESSES="2", WORKER_PROCESSES="2"),
             tmp_path / "server.log",
         )
         await server.start()
@@ -199,3 +209,43 @@ async def test_one_command_several_processes_on_one_port(
         finally:
             code = server.stop()
         assert code == 0, server.logs()
+
+
+def _children(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(120)
+async def test_children_die_with_the_supervisor(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL to the supervisor alone (an OOM kill, say): its HTTP and background
+    processes go with it, and a new server can take the port at once."""
+    async with FakeCloudAPI(phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET) as fake:
+        port = free_port()
+        server = ServerProcess(server_env(database_url, fake.base_url, port), tmp_path / "a.log")
+        await server.start()
+        assert server.proc is not None
+        children = _children(server.proc.pid)
+        assert len(children) >= 2, children  # the HTTP process and the background one
+        try:
+            server.proc.kill()  # the supervisor only
+            server.proc.wait(10)
+            deadline = asyncio.get_running_loop().time() + 10
+            while any(_alive(c) for c in children):
+                assert asyncio.get_running_loop().time() < deadline, "children outlived it"
+                await asyncio.sleep(0.05)
+            again = ServerProcess(server_env(database_url, fake.base_url, port), tmp_path / "b.log")
+            await again.start()
+            again.stop()
+        finally:
+            server.stop()
