@@ -53,6 +53,9 @@ class Settings:
     # each HTTP process does everything.
     processes: int = 1
     worker_processes: int = 1
+    # Background processes yield the CPU to the HTTP ones (nice value): acking Meta on
+    # time comes first; the backlog is worked off with what is left.
+    worker_nice: int = 10
     whatsapp_phone_id: str = ""
     whatsapp_token: str = ""
     whatsapp_app_secret: str = ""
@@ -121,6 +124,7 @@ class Settings:
             host=env.get("HOST", "0.0.0.0"),
             processes=max(1, _int(env, "PROCESSES", 1)),
             worker_processes=max(0, _int(env, "WORKER_PROCESSES", 1)),
+            worker_nice=min(19, max(0, _int(env, "WORKER_NICE", 10))),
             whatsapp_phone_id=env.get("WHATSAPP_PHONE_ID", ""),
             whatsapp_token=env.get("WHATSAPP_TOKEN", ""),
             whatsapp_app_secret=env.get("WHATSAPP_APP_SECRET", ""),

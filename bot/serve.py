@@ -8,7 +8,9 @@ behind a batch of turns on the same event loop, and the two use two cores.
 `PROCESSES=N` starts N HTTP processes sharing the port (SO_REUSEPORT: the kernel spreads
 connections); `WORKER_PROCESSES=M` starts M background processes (row locks and SKIP
 LOCKED share the work, exactly as separate machines do). `WORKER_PROCESSES=0` with
-`PROCESSES=1` is a single process doing everything.
+`PROCESSES=1` is a single process doing everything. Background processes run at a lower
+CPU priority (`WORKER_NICE`, default 10): when the machine is busy, answering Meta's
+webhooks comes first and the backlog is worked off with the CPU that is left.
 
 The supervisor resolves the database (starting the embedded one if needed) and applies
 migrations once, then watches: a child that dies is restarted; SIGTERM or SIGINT stops
@@ -84,6 +86,8 @@ def _run_child(settings: Settings, role: Role, parent: int | None = None) -> Non
     # service is mostly I/O events (webhooks, PostgreSQL, the Cloud API).
     uvloop.install()
     if role == "worker":
+        if settings.worker_nice:
+            os.nice(settings.worker_nice)
         asyncio.run(_background(settings))
         return
     web.run_app(
