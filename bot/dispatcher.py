@@ -159,8 +159,9 @@ class Dispatcher:
                 for start, decision in zip(starts, decided, strict=True):
                     try:
                         if isinstance(decision, _TurnFailed):
-                            raise decision
-                        saved.append(await self._write(conn, start, decision))
+                            failed.append((start.message, decision.error))
+                        else:
+                            saved.append(await self._write(conn, start, decision))
                     except _TurnFailed as e:
                         failed.append((start.message, e.error))
                 await turns.save_turns(conn, saved, processed_by=self.identity)

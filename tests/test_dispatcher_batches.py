@@ -77,12 +77,10 @@ async def test_a_failing_turn_leaves_the_rest_of_its_batch_answered(
     items = [wa_payloads.inbound_text(w, "hola") for w in (JUAN_WA, MARIA_WA, UNKNOWN_WA)]
     async with Stack(database_url, inbox_max_attempts=2) as stack:
         assert await stack.send(*items) == 200
-        others = await stack.replies(2, timeout=5)
+        [maria] = await stack.replies(1, to=MARIA_WA)
+        await stack.replies(1, to=UNKNOWN_WA)
         [apology] = await stack.replies(1, to=JUAN_WA, timeout=20)
-    assert sorted(r.to for r in others) == sorted((MARIA_WA, UNKNOWN_WA))
-    assert text_of(next(r for r in others if r.to == MARIA_WA)) == CATALOG.text(
-        "menu.body", name="María"
-    )
+    assert text_of(maria) == CATALOG.text("menu.body", name="María")
     assert text_of(apology) == CATALOG.text("common.error")
     rows = await _processed(pool)
     assert (rows[MARIA_WA]["status"], rows[UNKNOWN_WA]["status"]) == ("done", "done")
@@ -111,7 +109,7 @@ async def test_a_failing_effect_is_taken_back_alone(
     ]
     async with Stack(database_url, inbox_max_attempts=2) as stack:
         assert await stack.send(*items) == 200
-        [maria] = await stack.replies(1, to=MARIA_WA, timeout=5)
+        [maria] = await stack.replies(1, to=MARIA_WA)
         [juan] = await stack.replies(1, to=JUAN_WA, timeout=20)
     assert text_of(maria) == CATALOG.text("menu.handed_over")
     assert text_of(juan) == CATALOG.text("common.error")

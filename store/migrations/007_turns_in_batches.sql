@@ -3,6 +3,10 @@
 -- instead of a transaction per message. Each claimed message is still the oldest pending
 -- one of its conversation, so order within a conversation is unchanged; conversations are
 -- locked in inbox id order.
+--
+-- claim_inbox (003) and claim_turn (004), their one-message forerunners, are no longer
+-- called but stay: during a rolling deploy the previous version still runs beside this
+-- one. A later migration may drop them.
 
 CREATE FUNCTION claim_inbox_batch(max_rows integer) RETURNS SETOF inbox
 LANGUAGE plpgsql
