@@ -119,36 +119,6 @@ async def lock_conversation(
     return _conversation(row)
 
 
-# Queues replies in order; shared by the statements below, whose parameters $1–$6 are
-# always `_queue_args`.
-_QUEUE = """
-    o AS (
-        INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
-        SELECT $1, $2, $3, $6, m, t
-        FROM unnest($4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS x(m, t, n)
-        ORDER BY n
-        RETURNING id
-    )
-"""
-
-
-def _queue_args(
-    recipient: str,
-    conversation_id: int,
-    inbox_id: int | None,
-    replies: Sequence[OutgoingRow],
-    purpose: str,
-) -> tuple[object, ...]:
-    return (
-        recipient,
-        conversation_id,
-        inbox_id,
-        [without_nul(r.message) for r in replies],
-        [without_nul(r.template) if r.template else None for r in replies],
-        purpose,
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class SavedTurn:
     """What a turn leaves behind: the conversation's new state and the replies to send."""
@@ -216,9 +186,20 @@ async def queue_replies(
     replies: Sequence[OutgoingRow],
     purpose: str = "reply",
 ) -> None:
+    """Queue replies in order, without a state change (e.g. an apology)."""
     await conn.execute(
-        f"WITH {_QUEUE} SELECT 1",
-        *_queue_args(recipient, conversation_id, inbox_id, replies, purpose),
+        """
+        INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
+        SELECT $1, $2, $3, $6, m, t
+        FROM unnest($4::jsonb[], $5::jsonb[]) WITH ORDINALITY AS x(m, t, n)
+        ORDER BY n
+        """,
+        recipient,
+        conversation_id,
+        inbox_id,
+        [without_nul(r.message) for r in replies],
+        [without_nul(r.template) if r.template else None for r in replies],
+        purpose,
     )
 
 
