@@ -61,7 +61,7 @@ async def _prepare_database(settings: Settings) -> Settings:
 
     dsn = await asyncio.to_thread(db.resolve_database_url, settings.database_url, settings.data_dir)
     settings = replace(settings, database_url=dsn)
-    pool = await open_pool(settings)  # applies the migrations
+    pool = await open_pool(settings, size=2)  # applies the migrations; then closed
     await pool.close()
     return settings
 
