@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import metrics, webhook
 from bot.config import Settings
@@ -157,14 +157,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics_page(request: web.Request) -> web.Response:
     pool = request.app[POOL]
+    counts: dict[str, int] | None = None
+    pending: int | None = None
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         async with pool.acquire() as conn:
             counts = await counts_by_status(conn)
             pending = await conn.fetchval("SELECT count(*) FROM inbox WHERE status = 'pending'")
-        for status in ("pending", "sending", "accepted", "sent", "delivered", "read", "failed"):
-            metrics.OUTBOX.labels(status=status).set(counts.get(status, 0))
-        metrics.INBOX_PENDING.set(pending)
     return web.Response(
-        body=generate_latest(metrics.REGISTRY),
+        body=metrics.render(counts, pending),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )

@@ -1,8 +1,25 @@
-"""Prometheus metrics, served at GET /metrics."""
+"""Prometheus metrics, served at GET /metrics.
+
+Counters and histograms are kept by the process that counts them. Under `serve`'s
+supervisor the webhooks are counted in the HTTP processes and the turns and sends in the
+background ones, so the supervisor points every child at one directory
+(`PROMETHEUS_MULTIPROC_DIR`, prometheus-client's multiprocess mode) and a scrape of any
+HTTP process adds up all of them. The queue gauges (outbox rows by status, inbox pending)
+are read from the database at each scrape, so every process reports the same figures.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OUTBOX_STATUSES = ("pending", "sending", "accepted", "sent", "delivered", "read", "failed")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -27,8 +44,6 @@ INBOX_LAG = Histogram(
 TURNS = Counter(
     "turns_total", "Inbound messages processed, by result", ["result"], registry=REGISTRY
 )
-OUTBOX = Gauge("outbox_rows", "Outbox rows by status", ["status"], registry=REGISTRY)
-INBOX_PENDING = Gauge("inbox_pending", "Inbound messages waiting for a worker", registry=REGISTRY)
 SENDS = Counter("sends_total", "Messages accepted by the Cloud API", ["sent_as"], registry=REGISTRY)
 SEND_ERRORS = Counter(
     "send_errors_total", "Send errors by Cloud API error code", ["code"], registry=REGISTRY
@@ -39,3 +54,45 @@ SEND_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+
+
+class _Queues(Collector):
+    """The queue gauges of one scrape, read from the database by the caller."""
+
+    def __init__(self, outbox: Mapping[str, int], inbox_pending: int) -> None:
+        self.outbox = outbox
+        self.inbox_pending = inbox_pending
+
+    def collect(self) -> Iterable[Metric]:
+        rows = GaugeMetricFamily("outbox_rows", "Outbox rows by status", labels=["status"])
+        for status in OUTBOX_STATUSES:
+            rows.add_metric([status], self.outbox.get(status, 0))
+        yield rows
+        yield GaugeMetricFamily(
+            "inbox_pending", "Inbound messages waiting for a worker", value=self.inbox_pending
+        )
+
+
+def render(outbox: Mapping[str, int] | None, inbox_pending: int | None) -> bytes:
+    """The /metrics page: this process's metrics (or, in multiprocess mode, every
+    process's), then the queue gauges when the database could be read."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        counted = CollectorRegistry()
+        multiprocess.MultiProcessCollector(counted, path=directory)  # type: ignore[no-untyped-call]
+        page = generate_latest(counted)
+    else:
+        page = generate_latest(REGISTRY)
+    if outbox is not None and inbox_pending is not None:
+        queues = CollectorRegistry()
+        queues.register(_Queues(outbox, inbox_pending))
+        page += generate_latest(queues)
+    return page
+
+
+def reset_multiprocess_dir(directory: Path) -> None:
+    """Empty a multiprocess directory before the children start: files left by an
+    earlier run would be added to this run's counters."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)

@@ -25,18 +25,21 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Literal
 
 import uvloop
 from aiohttp import web
 
-from bot import logs
+from bot import logs, metrics
 from bot.config import Settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,26 @@ async def _background(settings: Settings) -> None:
         await runner.cleanup()
 
 
+def _metrics_dir() -> tuple[Path, bool]:
+    """Where the children keep their counters (bot/metrics.py), and whether it is ours
+    to remove at exit: PROMETHEUS_MULTIPROC_DIR if set, else a new temporary directory."""
+    given = os.environ.get(metrics.MULTIPROC_ENV)
+    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="bot-metrics-"))
+    metrics.reset_multiprocess_dir(directory)
+    os.environ[metrics.MULTIPROC_ENV] = str(directory)  # inherited by every child
+    return directory, not given
+
+
 def _supervise(settings: Settings) -> int:
+    directory, temporary = _metrics_dir()
+    try:
+        return _watch_children(settings)
+    finally:
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _watch_children(settings: Settings) -> int:
     context = multiprocessing.get_context("spawn")
     web_roles: list[Role] = ["web"] * settings.processes
     worker_roles: list[Role] = ["worker"] * settings.worker_processes

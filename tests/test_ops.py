@@ -9,18 +9,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot import wa_payloads
+from bot.fake_cloud_api import FakeCloudAPI
 from flows.catalog import default_catalog
 from store.migrate import available, migrate
 from tests.billing_fixture import JUAN_WA
 from tests.conftest import create_database, drop_database, dsn_for
-from tests.harness import Stack, text_of
-from tests.procs import ROOT
+from tests.harness import APP_SECRET, PHONE_ID, TOKEN, Stack, text_of
+from tests.procs import ROOT, ServerProcess, free_port, server_env
 
 CATALOG = default_catalog()
 PANEL = "https://www.paneldecliente.com/clientarea.php?action=details"
@@ -93,7 +97,69 @@ async def test_health_and_metrics(pool: asyncpg.Pool, database_url: str) -> None
     assert 'webhook_requests_total{outcome="accepted"}' in page
     assert 'outbox_rows{status="accepted"}' in page
     assert "inbox_lag_seconds_bucket" in page
-    assert "send_errors_total" in page or "sends_total" in page
+
+
+def _samples(page: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+    }
+
+
+def _value(page: str, name: str, **labels: str) -> float:
+    return _samples(page).get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.mark.timeout(120)
+async def test_metrics_add_up_the_http_and_background_processes(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """Under `serve`'s default topology webhooks are counted in the HTTP process and turns
+    and sends in the background one: a scrape of the HTTP process shows all of them."""
+    async with FakeCloudAPI(phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET) as fake:
+        port = free_port()
+        fake.webhook_url = f"http://127.0.0.1:{port}/webhook"
+        fake.fail_next(131026, to=JUAN_WA)  # permanent: not retried
+        server = ServerProcess(
+            server_env(database_url, fake.base_url, port), tmp_path / "server.log"
+        )
+        await server.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+
+                async def scrape() -> str:
+                    async with session.get(f"{server.url}/metrics") as r:
+                        assert r.status == 200
+                        return await r.text()
+
+                before = await scrape()
+                for text in ("hola", "menu"):
+                    _, status = await fake.send_inbound(wa_payloads.inbound_text(JUAN_WA, text))
+                    assert status == 200
+                    await _until(lambda: pool.fetchval(_SETTLED), 1 if text == "hola" else 2)
+                page = await scrape()
+        finally:
+            assert server.stop() == 0, server.logs()
+    assert _value(before, "webhook_messages_total") == 0
+    assert _value(page, "webhook_messages_total") == 2
+    assert _value(page, "turns_total", result="done") == 2
+    assert _value(page, "inbox_lag_seconds_count") == 2
+    assert _value(page, "send_errors_total", code="131026") == 1
+    assert _value(page, "sends_total", sent_as="message") == 1
+    assert _value(page, "outbox_rows", status="failed") == 1
+    assert _value(page, "inbox_pending") == 0
+
+
+# Outbox rows whose send has an outcome (accepted by the fake, or failed).
+_SETTLED = "SELECT count(*) FROM outbox WHERE status NOT IN ('pending', 'sending')"
+
+
+async def _until(read: Callable[[], Awaitable[int]], wanted: int, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (got := await read()) < wanted:
+        assert asyncio.get_running_loop().time() < deadline, f"{got} of {wanted}"
+        await asyncio.sleep(0.05)
 
 
 async def test_changed_number_keeps_the_customer(pool: asyncpg.Pool, database_url: str) -> None:
