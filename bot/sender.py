@@ -115,7 +115,19 @@ class Sender:
 
     async def _send(self, send: outbox.ClaimedSend) -> None:
         started = asyncio.get_running_loop().time()
-        outcome = await self.deliver(send)
+        try:
+            outcome = await self.deliver(send)
+        except Exception as e:
+            # A bug, or an answer nobody foresaw (a 200 that is not JSON, the database
+            # away while pausing a recipient): the request may have left, so treat it as
+            # ambiguous — a status webhook settles it, else the sweeper sends it again
+            # later — and give up once its attempts are spent.
+            log.exception("outbox %s: unexpected error while sending", send.id)
+            metrics.SEND_ERRORS.labels(code="unexpected").inc()
+            if send.attempts >= self.settings.send_max_attempts:
+                outcome = outbox.Failed(send.id, None, f"unexpected error: {e!r}")
+            else:
+                outcome = outbox.Unknown(send.id, f"unexpected error: {e!r}")
         metrics.SEND_SECONDS.observe(asyncio.get_running_loop().time() - started)
         await self._results.put(outcome)
 

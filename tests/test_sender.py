@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,9 +15,9 @@ import pytest
 from bot import wa_payloads
 from bot.fake_cloud_api import FakeCloudAPI
 from bot.listener import Signals
-from bot.sender import Sender
+from bot.sender import Sender, Transport
 from bot.wa_client import CloudAPI
-from flows.outbound import Button, Buttons, Template, Text, to_json
+from flows.outbound import Button, Buttons, Message, Template, Text, to_json
 from store import turns
 from store.inbox import Status, apply_statuses
 from tests.harness import PHONE_ID, TOKEN, Stack, make_settings
@@ -25,7 +25,11 @@ from tests.harness import PHONE_ID, TOKEN, Stack, make_settings
 
 @contextlib.asynccontextmanager
 async def running_sender(
-    pool: asyncpg.Pool, database_url: str, fake: FakeCloudAPI, **changes: Any
+    pool: asyncpg.Pool,
+    database_url: str,
+    fake: FakeCloudAPI,
+    wrap: Callable[[Transport], Transport] = lambda cloud: cloud,
+    **changes: Any,
 ) -> AsyncIterator[Sender]:
     settings = make_settings(database_url, fake.base_url, **changes)
     cloud = CloudAPI(
@@ -38,7 +42,7 @@ async def running_sender(
     )
     signals = Signals(pool)
     await signals.start()
-    sender = Sender(pool, settings, cloud, signals)
+    sender = Sender(pool, settings, wrap(cloud), signals)
     task = asyncio.create_task(sender.run())
     try:
         yield sender
@@ -219,6 +223,44 @@ async def test_silence_after_an_ambiguous_send_eventually_resends(
         async with running_sender(pool, database_url, fake, ambiguous_after_seconds=2.0):
             await wait_rows(pool, "status = 'accepted'", 1, timeout=15)
     assert len(fake.sent) == 1
+
+
+class _Unforeseen:
+    """Sends through `cloud`, except that its first `failures` sends raise what no
+    handler foresees (as pywa does on a 200 whose body is not JSON)."""
+
+    def __init__(self, cloud: Transport, failures: int) -> None:
+        self.cloud = cloud
+        self.failures = failures
+
+    async def send(self, to: str, message: Message | Template, *, tracker: str) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ValueError("Expecting value: line 1 column 1 (char 0)")
+        return await self.cloud.send(to, message, tracker=tracker)
+
+
+async def test_an_unforeseen_error_is_recorded_and_ends_when_attempts_do(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The request may have left: the row stays `sending` with the error (not re-sent
+    until the silence says Meta never got it), and fails once its attempts are spent."""
+    async with fake_api() as fake:
+        await queue(pool, "5491100000001", [Text("hola")])
+        async with running_sender(
+            pool,
+            database_url,
+            fake,
+            lambda cloud: _Unforeseen(cloud, failures=2),
+            send_max_attempts=2,
+            ambiguous_after_seconds=1.0,
+        ):
+            await wait_rows(pool, "status = 'sending' AND error_message LIKE 'unexpected%'", 1)
+            await wait_rows(pool, "status = 'failed'", 1, timeout=15)
+        assert fake.sent == []
+    row = await pool.fetchrow("SELECT attempts, error_message FROM outbox")
+    assert row["attempts"] == 2
+    assert "Expecting value" in row["error_message"]
 
 
 async def test_pair_limit_pauses_only_that_recipient(pool: asyncpg.Pool, database_url: str) -> None:
