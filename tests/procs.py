@@ -9,6 +9,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -120,3 +123,61 @@ class ServerProcess:
             return self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
             return ""
+
+
+def sandbox_env(**changes: str) -> dict[str, str]:
+    """The environment of a `python -m bot sandbox` run: WhatsApp settings of this shell
+    left out (the sandbox sets its own)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    env.update({"LOG_FORMAT": "text", "PYTHONUNBUFFERED": "1"}, **changes)
+    return env
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    url: str  # http://127.0.0.1:PORT
+    printed: str  # what it printed up to "Press Ctrl-C"
+
+
+@contextlib.asynccontextmanager
+async def sandbox_command(
+    env: dict[str, str], *, startup_timeout: float
+) -> AsyncIterator[RunningSandbox]:
+    """`python -m bot sandbox` as a real process, until the block ends; then stopped with
+    SIGINT, which must end it cleanly (exit 0, "stopped" printed, no traceback)."""
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bot", "sandbox", "--port", str(port)),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert process.stdout is not None
+
+        def log() -> str:
+            stderr.seek(0)
+            return stderr.read().decode(errors="replace")[-3000:]
+
+        try:
+            printed: list[str] = []
+            async with asyncio.timeout(startup_timeout):
+                while not printed or "Press Ctrl-C" not in printed[-1]:
+                    line = await process.stdout.readline()
+                    if not line:
+                        raise AssertionError(f"sandbox exited: {printed} {log()}")
+                    printed.append(line.decode())
+            yield RunningSandbox(f"http://127.0.0.1:{port}", "".join(printed))
+            process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(15):
+                rest = await process.stdout.read()
+                code = await process.wait()
+            assert code == 0, log()
+            assert "stopped" in rest.decode()
+            assert "Traceback" not in log(), log()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()

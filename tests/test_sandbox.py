@@ -7,9 +7,7 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -30,6 +28,7 @@ from flows.catalog import default_catalog
 from flows.phones import phone_key, wa_id_key, whatsapp_id_for
 from store import db
 from tests.conftest import create_database, drop_database, dsn_for, reset
+from tests.procs import sandbox_command, sandbox_env
 
 CATALOG = default_catalog()
 ROOT = Path(__file__).resolve().parent.parent
@@ -620,83 +619,38 @@ async def test_billing_errors_are_clear_json(sandbox: Sandbox, http: aiohttp.Cli
 # --- `python -m bot sandbox` as a real process -------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def run_sandbox_process(env: dict[str, str], *, startup_timeout: float) -> None:
-    """Start `python -m bot sandbox`, check what it prints and serves, stop it with SIGINT."""
-    port = free_port()
-    with tempfile.TemporaryFile() as stderr:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "sandbox",
-            "--port",
-            str(port),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        assert process.stdout is not None
-        try:
-            printed: list[str] = []
-            async with asyncio.timeout(startup_timeout):
-                while not printed or "Press Ctrl-C" not in printed[-1]:
-                    line = await process.stdout.readline()
-                    if not line:
-                        stderr.seek(0)
-                        pytest.fail(f"sandbox exited: {printed} {stderr.read().decode()[-3000:]}")
-                    printed.append(line.decode())
-            output = "".join(printed)
-            base = f"http://127.0.0.1:{port}"
-            for url in (
-                f"{base}/sandbox/",
-                f"{base}/webhook",
-                f"{base}/healthz",
-                f"{base}/metrics",
-            ):
-                assert url in output
-            assert "Fake Cloud API:   http://127.0.0.1:" in output
-
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{base}/healthz") as response:
-                    assert response.status == 200
-                async with http.get(f"{base}/sandbox/") as response:
-                    assert response.status == 200
-                async with http.post(
-                    f"{base}/sandbox/api/send", json={"wa_id": JUAN, "text": "hola"}
-                ) as response:
-                    assert response.status == 200
-                    assert (await response.json())["entry"]["webhook_status"] == 200
-
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            process.send_signal(signal.SIGINT)
-            async with asyncio.timeout(15):
-                rest = await process.stdout.read()
-                code = await process.wait()
-            assert loop.time() - started < 15
-            stderr.seek(0)
-            log = stderr.read().decode()
-            assert code == 0, log[-3000:]
-            assert "stopped" in rest.decode()
-            assert "Traceback" not in log, log[-3000:]
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-def sandbox_env(**changes: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
-    env.update({"LOG_FORMAT": "text", "PYTHONUNBUFFERED": "1"}, **changes)
-    return env
+    """Start `python -m bot sandbox`, check what it prints and serves — a greeting gets
+    the menu back — and stop it with SIGINT."""
+    async with (
+        sandbox_command(env, startup_timeout=startup_timeout) as running,
+        aiohttp.ClientSession() as http,
+    ):
+        base = running.url
+        for url in (f"{base}/sandbox/", f"{base}/webhook", f"{base}/healthz", f"{base}/metrics"):
+            assert url in running.printed
+        assert "Fake Cloud API:   http://127.0.0.1:" in running.printed
+        async with http.get(f"{base}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"{base}/sandbox/") as response:
+            assert response.status == 200
+        async with http.post(
+            f"{base}/sandbox/api/send", json={"wa_id": JUAN, "text": "hola"}
+        ) as response:
+            assert response.status == 200
+            assert (await response.json())["entry"]["webhook_status"] == 200
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while True:
+            params = {"wa_id": JUAN, "after": "0"}
+            async with http.get(f"{base}/sandbox/api/messages", params=params) as response:
+                messages = (await response.json())["messages"]
+            replies = [m for m in messages if m["direction"] == "out"]
+            if replies:
+                break
+            assert loop.time() < deadline, messages
+            await asyncio.sleep(0.1)
+        assert [body_text(m) for m in replies] == [CATALOG.text("menu.body", name="Juan")]
 
 
 @pytest.mark.timeout(90)

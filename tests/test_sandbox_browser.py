@@ -12,7 +12,8 @@ from bot.config import Settings
 from bot.sandbox import UNKNOWN_WA_ID, Sandbox
 from flows.catalog import default_catalog
 from store import db
-from tests.conftest import reset
+from tests.conftest import create_database, drop_database, dsn_for, reset
+from tests.procs import sandbox_command, sandbox_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -60,20 +61,41 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-async def open_page(browser: Browser, sandbox: Sandbox, errors: list[str]) -> Page:
+async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on(
         "console",
         lambda message: errors.append(message.text) if message.type == "error" else None,
     )
-    await page.goto(sandbox.urls()["sandbox"])
+    await page.goto(url)
     return page
+
+
+async def test_the_sandbox_command_answers_a_greeting_typed_in_its_page(browser: Browser) -> None:
+    """What a person does after `make sandbox`: the real command, its page in Chromium."""
+    name = await create_database()
+    try:
+        env = sandbox_env(DATABASE_URL=dsn_for(name), DATA_DIR="/nonexistent")
+        async with sandbox_command(env, startup_timeout=40) as running:
+            errors: list[str] = []
+            page = await open_page(browser, f"{running.url}/sandbox/", errors)
+            await page.get_by_role("button", name=re.compile("Juan Perez")).click()
+            box = page.get_by_label("Mensaje")
+            await box.fill("Hola")
+            await box.press("Enter")
+            last_bot = page.locator(".bubble.bot").last
+            for line in filter(None, CATALOG.text("menu.body", name="Juan").split("\n")):
+                await expect(last_bot).to_contain_text(line, timeout=REPLY_TIMEOUT_MS)
+            await page.close()
+            assert errors == []
+    finally:
+        await drop_database(name)
 
 
 async def test_customer_gets_the_menu_and_the_questions(sandbox: Sandbox, browser: Browser) -> None:
     errors: list[str] = []
-    page = await open_page(browser, sandbox, errors)
+    page = await open_page(browser, sandbox.urls()["sandbox"], errors)
     await page.get_by_role("button", name=re.compile("Juan Perez")).click()
 
     box = page.get_by_label("Mensaje")
@@ -130,7 +152,7 @@ async def test_customer_gets_the_menu_and_the_questions(sandbox: Sandbox, browse
 
 async def test_message_text_is_never_markup(sandbox: Sandbox, browser: Browser) -> None:
     errors: list[str] = []
-    page = await open_page(browser, sandbox, errors)
+    page = await open_page(browser, sandbox.urls()["sandbox"], errors)
     await page.get_by_role("button", name=re.compile("Jose Garcia")).click()
     hostile = '<img src=x onerror="window.pwned=1"> <b>no</b> *sí*'
     box = page.get_by_label("Mensaje")
@@ -149,7 +171,7 @@ async def test_message_text_is_never_markup(sandbox: Sandbox, browser: Browser) 
 
 async def test_unknown_number_and_a_sticker(sandbox: Sandbox, browser: Browser) -> None:
     errors: list[str] = []
-    page = await open_page(browser, sandbox, errors)
+    page = await open_page(browser, sandbox.urls()["sandbox"], errors)
     await page.get_by_role("button", name=re.compile(UNKNOWN_WA_ID)).click()
     await page.get_by_label("Mensaje").fill("Hola")
     await page.get_by_label("Mensaje").press("Enter")
@@ -174,7 +196,7 @@ async def test_billing_panel_pays_an_invoice_and_shows_the_events(
     sandbox: Sandbox, browser: Browser
 ) -> None:
     errors: list[str] = []
-    page = await open_page(browser, sandbox, errors)
+    page = await open_page(browser, sandbox.urls()["sandbox"], errors)
     await page.get_by_role("button", name=re.compile("Lucía Fernández")).click()
 
     panel = page.get_by_role("region", name="Facturación", exact=True)
