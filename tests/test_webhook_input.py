@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 
 import aiohttp
 import asyncpg
+import pytest
 
 from bot import wa_payloads
 from bot.signatures import sign
@@ -150,12 +152,36 @@ async def test_reactions_get_no_reply(pool: asyncpg.Pool, database_url: str) -> 
     assert text_of(replies[0]) == CATALOG.text("menu.body", name="Juan")
 
 
-async def test_foreign_phone_number_id_is_ignored(pool: asyncpg.Pool, database_url: str) -> None:
+async def test_foreign_phone_number_id_is_ignored(
+    pool: asyncpg.Pool, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with Stack(database_url) as stack:
         payload = wa_payloads.messages_update("999999", [wa_payloads.inbound_text(JUAN_WA, "hola")])
-        assert await stack.post(payload) == 200
+        with caplog.at_level(logging.WARNING, logger="bot.webhook"):
+            assert await stack.post(payload) == 200
         await asyncio.sleep(0.3)
     assert await pool.fetchval("SELECT count(*) FROM inbox") == 0
+    assert stack.fake.sent == []
+    assert any("999999" in r.getMessage() for r in caplog.records), caplog.text
+
+
+async def test_the_raw_delivery_is_kept_as_received(pool: asyncpg.Pool, database_url: str) -> None:
+    """Meta offers no history: the body is stored byte for byte (as Meta formatted it,
+    not as we would re-serialise it), and each inbox row points at its delivery."""
+    item = wa_payloads.inbound_text(JUAN_WA, "señor, ¿qué tal? 🙂")
+    payload = wa_payloads.messages_update(PHONE_ID, [item])
+    body = json.dumps(payload, indent=2, ensure_ascii=True).encode()
+    async with Stack(database_url) as stack:
+        status, _ = await _raw_post(stack, body, {"X-Hub-Signature-256": sign(body, APP_SECRET)})
+        assert status == 200
+        await stack.replies(1)
+    row = await pool.fetchrow(
+        "SELECT d.body, i.message FROM inbox AS i JOIN webhook_deliveries AS d "
+        "ON d.id = i.delivery_id WHERE i.wamid = $1",
+        item.wamid,
+    )
+    assert row["body"] == body.decode()
+    assert row["message"]["text"] == "señor, ¿qué tal? 🙂"
 
 
 async def test_2026_shape_without_phone_is_answered_by_user_id(
