@@ -102,6 +102,9 @@ class Settings:
     dispatch_batch: int = 32
     # Flow steps of a batch running at once (each may wait on the billing system).
     dispatch_batch_readers: int = 8
+    # An idle worker is woken by NOTIFY; it also looks on its own this often, for work a
+    # lost notification or a retry's delay left waiting.
+    dispatch_idle_seconds: float = 5.0
     inbox_max_attempts: int = 3
     webhook_max_bytes: int = 3 * 1024 * 1024
     log_level: str = "INFO"
@@ -159,6 +162,7 @@ class Settings:
             dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 2),
             dispatch_batch=max(1, _int(env, "DISPATCH_BATCH", 32)),
             dispatch_batch_readers=max(1, _int(env, "DISPATCH_BATCH_READERS", 8)),
+            dispatch_idle_seconds=max(0.1, _float(env, "DISPATCH_IDLE_SECONDS", 5.0)),
             inbox_max_attempts=_int(env, "INBOX_MAX_ATTEMPTS", 3),
             webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", 3 * 1024 * 1024),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),

@@ -45,8 +45,6 @@ from store.db import Conn
 
 log = logging.getLogger(__name__)
 
-IDLE_WAIT_SECONDS = 5.0
-
 
 class _AlertsReader:
     """Alert preferences as committed: a conversation's own earlier turns are, since its
@@ -130,7 +128,7 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
                 continue
             if not worked:
-                await self.signals.wait(INBOX, IDLE_WAIT_SECONDS)
+                await self.signals.wait(INBOX, self.settings.dispatch_idle_seconds)
             else:
                 # Others may be idle while more is queued: let them look too.
                 self.signals.poke(INBOX)

@@ -15,7 +15,7 @@ import pytest
 from bot import wa_payloads
 from bot.fake_cloud_api import FakeCloudAPI
 from store.billing_local import LocalBilling
-from tests.billing_fixture import bulk_clients, bulk_wa_id
+from tests.billing_fixture import JUAN_WA, bulk_clients, bulk_wa_id
 from tests.harness import APP_SECRET, PHONE_ID, TOKEN
 from tests.procs import ServerProcess, free_port, server_env
 
@@ -249,3 +249,30 @@ async def test_children_die_with_the_supervisor(
             again.stop()
         finally:
             server.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_the_background_process_is_woken_by_notify(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    """The HTTP process stores a message and the idle background process, another process,
+    picks it up at once: woken by LISTEN/NOTIFY, not by its fallback look every minute."""
+    async with FakeCloudAPI(
+        phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET, statuses=()
+    ) as fake:
+        port = free_port()
+        fake.webhook_url = f"http://127.0.0.1:{port}/webhook"
+        server = ServerProcess(
+            server_env(database_url, fake.base_url, port, DISPATCH_IDLE_SECONDS="60"),
+            tmp_path / "server.log",
+        )
+        await server.start()
+        try:
+            for n in range(1, 4):
+                await asyncio.sleep(1.0)  # every worker idle, waiting
+                _, status = await fake.send_inbound(wa_payloads.inbound_text(JUAN_WA, "hola"))
+                assert status == 200
+                # Far less than the 60 s fallback; generous for a loaded machine.
+                await fake.wait_for_sends(n, timeout=10)
+        finally:
+            assert server.stop() == 0, server.logs()
