@@ -55,6 +55,7 @@ def make_billing(settings: Settings, pool: asyncpg.Pool) -> Billing:
             default_region=settings.default_region,
             policy=Policy(settings.upgrade_pricing),
             panel_url=settings.panel_url,
+            timezone=settings.display_timezone,
         )
     from bot.whmcs import WhmcsBilling
 

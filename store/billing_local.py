@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -66,11 +67,18 @@ class LocalBilling:
         default_region: str = "AR",
         policy: Policy = Policy.DIFFERENCE,
         panel_url: str = "https://www.paneldecliente.com",
+        timezone: str = "UTC",
     ) -> None:
         self.pool = pool
         self.default_region = default_region
         self.policy = policy
         self.panel_url = panel_url.rstrip("/")
+        # The company's calendar: a payment at 22:00 in Buenos Aires is that day's.
+        self.zone = ZoneInfo(timezone)
+
+    def today(self) -> date:
+        """The date in the company's time zone (DISPLAY_TIMEZONE)."""
+        return datetime.now(self.zone).date()
 
     # -- who is writing ---------------------------------------------------------------
     async def find_client_by_phone(self, wa_id: str) -> ClientLookup:
@@ -344,7 +352,7 @@ class LocalBilling:
     async def pay_invoice(self, invoice_id: str, *, today: date | None = None) -> Invoice:
         """Record the payment, apply what it pays for (an upgrade; a suspension for
         non-payment is lifted when nothing else is owed) and emit the events."""
-        today = today or datetime.now(UTC).date()
+        today = today or self.today()
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(f"{_INVOICE} WHERE id = $1 FOR UPDATE", invoice_id)
             if row is None:

@@ -160,6 +160,14 @@ async def test_paying_the_upgrade_invoice_applies_it(pool: asyncpg.Pool) -> None
         await billing.pay_invoice(placed.invoice.id)  # already paid: nothing twice
 
 
+async def test_today_is_the_company_calendar_day(pool: asyncpg.Pool) -> None:
+    """Payments are dated in DISPLAY_TIMEZONE, not UTC: UTC+14 and UTC-12 are 26 hours
+    apart, so their calendars never show the same day."""
+    east = LocalBilling(pool, timezone="Etc/GMT-14").today()
+    west = LocalBilling(pool, timezone="Etc/GMT+12").today()
+    assert (east - west).days in (1, 2)
+
+
 async def test_prorata_upgrade_keeps_the_due_date(pool: asyncpg.Pool) -> None:
     billing = local(pool, Policy.PRORATA)
     placed = await billing.place_upgrade(
