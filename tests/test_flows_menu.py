@@ -340,7 +340,7 @@ async def test_no_quiero_salir_is_not_leaving() -> None:
 
 
 @pytest.mark.parametrize("state", ["menu.main", *MID_FLOW])
-@pytest.mark.parametrize("typed", ["asesor", "quiero hablar con una persona", "Humano!"])
+@pytest.mark.parametrize("typed", ["asesor", "quiero hablar con una persona", "Humano!", "AGENTE"])
 async def test_asking_for_a_person_hands_over(state: str, typed: str) -> None:
     turn = await send(text_in(typed), state=state)
     assert turn.state == "menu.handed_over"

@@ -165,6 +165,18 @@ async def test_foreign_phone_number_id_is_ignored(
     assert any("999999" in r.getMessage() for r in caplog.records), caplog.text
 
 
+async def test_the_request_only_stores(pool: asyncpg.Pool, database_url: str) -> None:
+    """Answered once stored: no conversation, no reply, no billing lookup in the request
+    (with no inbox worker running, the message waits in the inbox)."""
+    async with Stack(database_url, dispatch_concurrency=0) as stack:
+        await stack.say(JUAN_WA, "hola")
+        await asyncio.sleep(0.5)
+        assert stack.fake.sent == []
+    assert await pool.fetchval("SELECT count(*) FROM inbox WHERE status = 'pending'") == 1
+    assert await pool.fetchval("SELECT count(*) FROM conversations") == 0
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
 async def test_the_raw_delivery_is_kept_as_received(pool: asyncpg.Pool, database_url: str) -> None:
     """Meta offers no history: the body is stored byte for byte (as Meta formatted it,
     not as we would re-serialise it), and each inbox row points at its delivery."""
