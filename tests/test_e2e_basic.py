@@ -144,6 +144,28 @@ async def test_batch_of_fifty_customers_gives_fifty_replies(
         assert text_of(r).startswith(CATALOG.text("menu.body", name="Cliente")[:10])
 
 
+async def test_every_reply_arrives_with_a_fifth_of_sends_failing(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Webhook to reply through a Cloud API that fails 20 % of sends with transient
+    errors: every customer still gets exactly one menu."""
+    from store.billing_local import LocalBilling
+    from tests.billing_fixture import bulk_clients, bulk_wa_id
+
+    await LocalBilling(pool).load(bulk_clients(50))
+    items = [wa_payloads.inbound_text(bulk_wa_id(1000 + i), "hola") for i in range(50)]
+    async with Stack(database_url, send_max_attempts=30) as stack:
+        stack.fake.set_failure_rate(0.2, codes=(131000, 130429, 131016, 131057, 503), seed=5)
+        for item in items:
+            assert await stack.send(item) == 200
+        replies = await stack.replies(50, timeout=60)
+        await asyncio.sleep(0.5)
+        assert len(stack.fake.failed_sends) > 3  # failures really happened
+        assert len(stack.fake.sent) == 50
+    assert sorted(r.to for r in replies) == sorted(i.message["from"] for i in items)
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE status = 'failed'") == 0
+
+
 class _BrokenBilling:
     """A billing backend that fails the way a real one can."""
 
