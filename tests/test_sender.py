@@ -15,7 +15,7 @@ import pytest
 from bot import wa_payloads
 from bot.fake_cloud_api import FakeCloudAPI
 from bot.listener import Signals
-from bot.sender import Sender, Transport
+from bot.sender import Sender, Transport, backoff
 from bot.wa_client import CloudAPI
 from flows.outbound import Button, Buttons, Message, Template, Text, to_json
 from store import turns
@@ -96,6 +96,15 @@ async def wait_rows(pool: asyncpg.Pool, where: str, count: int, timeout: float =
             )
             raise TimeoutError(f"not {count} rows with {where}: {rows}")
         await asyncio.sleep(0.05)
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    """Retries spread out (no thundering herd after an outage) and never wait past the cap."""
+    for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (6, 32.0), (20, 300.0)):
+        delays = [backoff(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays), attempt
+        assert len(set(delays)) > 150, attempt  # jittered, not one fixed delay
+    assert max(backoff(50, base=30.0, cap=900.0) for _ in range(50)) <= 900.0
 
 
 def fake_api() -> FakeCloudAPI:
