@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from bot import wa_payloads
@@ -136,3 +137,18 @@ def choice_ids(message: SentMessage) -> list[str]:
     if "buttons" in action:
         return [b["reply"]["id"] for b in action["buttons"]]
     return [r["id"] for s in action.get("sections", []) for r in s["rows"]]
+
+
+async def wait_rows(pool: asyncpg.Pool, where: str, count: int, timeout: float = 20.0) -> None:
+    """Until at least `count` outbox rows match `where`; TimeoutError (listing the rows
+    not accepted) after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await pool.fetchval(f"SELECT count(*) FROM outbox WHERE {where}") < count:
+        if loop.time() > deadline:
+            rows = await pool.fetch(
+                "SELECT id, status, attempts, error_code, error_message FROM outbox "
+                "WHERE status <> 'accepted'"
+            )
+            raise TimeoutError(f"not {count} rows with {where}: {rows}")
+        await asyncio.sleep(0.05)

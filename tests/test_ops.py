@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +22,7 @@ from flows.catalog import default_catalog
 from store.migrate import available, migrate
 from tests.billing_fixture import JUAN_WA
 from tests.conftest import create_database, drop_database, dsn_for
-from tests.harness import APP_SECRET, PHONE_ID, TOKEN, Stack, text_of
+from tests.harness import APP_SECRET, PHONE_ID, TOKEN, Stack, text_of, wait_rows
 from tests.procs import ROOT, ServerProcess, free_port, server_env
 
 CATALOG = default_catalog()
@@ -137,7 +136,9 @@ async def test_metrics_add_up_the_http_and_background_processes(
                 for text in ("hola", "menu"):
                     _, status = await fake.send_inbound(wa_payloads.inbound_text(JUAN_WA, text))
                     assert status == 200
-                    await _until(lambda: pool.fetchval(_SETTLED), 1 if text == "hola" else 2)
+                    # The reply's send has an outcome (accepted by the fake, or failed).
+                    settled = "status NOT IN ('pending', 'sending')"
+                    await wait_rows(pool, settled, 1 if text == "hola" else 2, timeout=30)
                 page = await scrape()
         finally:
             assert server.stop() == 0, server.logs()
@@ -149,17 +150,6 @@ async def test_metrics_add_up_the_http_and_background_processes(
     assert _value(page, "sends_total", sent_as="message") == 1
     assert _value(page, "outbox_rows", status="failed") == 1
     assert _value(page, "inbox_pending") == 0
-
-
-# Outbox rows whose send has an outcome (accepted by the fake, or failed).
-_SETTLED = "SELECT count(*) FROM outbox WHERE status NOT IN ('pending', 'sending')"
-
-
-async def _until(read: Callable[[], Awaitable[int]], wanted: int, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (got := await read()) < wanted:
-        assert asyncio.get_running_loop().time() < deadline, f"{got} of {wanted}"
-        await asyncio.sleep(0.05)
 
 
 async def test_changed_number_keeps_the_customer(pool: asyncpg.Pool, database_url: str) -> None:

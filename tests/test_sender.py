@@ -20,7 +20,7 @@ from bot.wa_client import CloudAPI
 from flows.outbound import Button, Buttons, Message, Template, Text, to_json
 from store import turns
 from store.inbox import Status, apply_statuses
-from tests.harness import PHONE_ID, TOKEN, Stack, make_settings
+from tests.harness import PHONE_ID, TOKEN, Stack, make_settings, wait_rows
 
 
 @contextlib.asynccontextmanager
@@ -83,19 +83,6 @@ async def queue(
             ],
         )
         return conv.id
-
-
-async def wait_rows(pool: asyncpg.Pool, where: str, count: int, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while await pool.fetchval(f"SELECT count(*) FROM outbox WHERE {where}") < count:
-        if loop.time() > deadline:
-            rows = await pool.fetch(
-                "SELECT id, status, attempts, error_code, error_message FROM outbox "
-                "WHERE status <> 'accepted'"
-            )
-            raise TimeoutError(f"not {count} rows with {where}: {rows}")
-        await asyncio.sleep(0.05)
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
