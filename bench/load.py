@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import wa_payloads
+from bot.fakes import payloads as wa_payloads
 
 REQUEST_TIMEOUT = 30.0
 

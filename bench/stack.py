@@ -89,7 +89,7 @@ class Stack:
         fake_port = free_port()
         self.fake_url = f"http://127.0.0.1:{fake_port}"
         # a fake's own args: Meta's side of the conversation, posting statuses to the service
-        fake_args = ["bot.fake_cloud_api", "--port", str(fake_port), "--phone-id", PHONE_ID]
+        fake_args = ["bot.fakes.cloud_api", "--port", str(fake_port), "--phone-id", PHONE_ID]
         fake_args += ["--token", TOKEN, "--app-secret", APP_SECRET]
         fake_args += ["--webhook-url", f"{self.url}/webhook", "--statuses", self.statuses]
         self.fake = Child(

@@ -9,10 +9,12 @@ import string
 import tomllib
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
-MESSAGES_DIR = Path(__file__).resolve().parent.parent / "messages_es"
+# Installed with the code (package data), not looked up from the working directory.
+MESSAGES = resources.files("messages_es")
 
 
 class Catalog:
@@ -20,12 +22,12 @@ class Catalog:
         self._entries = dict(entries)
 
     @classmethod
-    def load(cls, directory: Path = MESSAGES_DIR) -> Catalog:
+    def load(cls, directory: Traversable = MESSAGES) -> Catalog:
         entries: dict[str, Any] = {}
-        for path in sorted(directory.glob("*.toml")):
-            with path.open("rb") as f:
-                data = tomllib.load(f)
-            for key, value in _flatten(data, path.stem):
+        files = [f for f in directory.iterdir() if f.name.endswith(".toml")]
+        for path in sorted(files, key=lambda f: f.name):
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            for key, value in _flatten(data, path.name.removesuffix(".toml")):
                 if key in entries:
                     raise ValueError(f"message key {key!r} defined twice ({path.name})")
                 entries[key] = value

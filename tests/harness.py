@@ -12,12 +12,12 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from bot import wa_payloads
 from bot.app import build_app
 from bot.config import Settings
-from bot.fake_cloud_api import FakeCloudAPI, SentMessage
+from bot.fakes import payloads as wa_payloads
+from bot.fakes.cloud_api import FakeCloudAPI, SentMessage
+from bot.fakes.payloads import InboundItem
 from bot.serving import serve
-from bot.wa_payloads import InboundItem
 
 PHONE_ID = "109876543210"
 TOKEN = "test-token"

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot import wa_payloads
+from bot.fakes import payloads as wa_payloads
 from flows.billing import ClientLookup
 from flows.catalog import default_catalog
 from store import turns

@@ -12,8 +12,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot import wa_payloads
-from bot.fake_cloud_api import FakeCloudAPI
+from bot.fakes import payloads as wa_payloads
+from bot.fakes.cloud_api import FakeCloudAPI
 from store.billing_local import LocalBilling
 from tests.billing_fixture import JUAN_WA, bulk_clients, bulk_wa_id
 from tests.harness import APP_SECRET, PHONE_ID, TOKEN

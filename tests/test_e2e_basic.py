@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from bot import wa_payloads
+from bot.fakes import payloads as wa_payloads
 from flows.catalog import default_catalog
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
 from tests.harness import PHONE_ID, Stack, choice_ids, text_of

@@ -20,8 +20,8 @@ from pywa_async import WhatsApp
 from pywa_async.errors import TooManyMessages, WhatsAppError
 from pywa_async.types import Button
 
-from bot import wa_payloads
-from bot.fake_cloud_api import FakeCloudAPI
+from bot.fakes import payloads as wa_payloads
+from bot.fakes.cloud_api import FakeCloudAPI
 from bot.serving import serve
 from bot.signatures import SignatureCheck, check
 from bot.wa_client import RedirectTransport
@@ -898,7 +898,7 @@ async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.fake_cloud_api",
+        "bot.fakes.cloud_api",
         "--port",
         "0",
         "--phone-id",

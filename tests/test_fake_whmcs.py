@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from bot.config import Settings
-from bot.fake_whmcs import FailureKind, FakeWhmcs, whmcs_phone
+from bot.fakes.whmcs import FailureKind, FakeWhmcs, whmcs_phone
 from bot.whmcs import UpgradePaths
 
 ID, SECRET = "api-identifier", "api-secret"

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import wa_payloads
-from bot.fake_cloud_api import FakeCloudAPI
+from bot.fakes import payloads as wa_payloads
+from bot.fakes.cloud_api import FakeCloudAPI
 from flows.catalog import default_catalog
 from store.migrate import available, migrate
 from tests.billing_fixture import JUAN_WA

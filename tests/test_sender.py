@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot import wa_payloads
-from bot.fake_cloud_api import FakeCloudAPI
+from bot.fakes import payloads as wa_payloads
+from bot.fakes.cloud_api import FakeCloudAPI
 from bot.listener import Signals
 from bot.sender import Sender, Transport, backoff
 from bot.wa_client import CloudAPI

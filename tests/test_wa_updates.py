@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot import wa_payloads as wa
+from bot.fakes import payloads as wa
 from bot.wa_updates import PayloadError, parse
 from flows.runtime import Inbound, InboundKind
 

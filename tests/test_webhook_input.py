@@ -11,7 +11,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from bot import wa_payloads
+from bot.fakes import payloads as wa_payloads
 from bot.signatures import sign
 from flows.catalog import default_catalog
 from tests.billing_fixture import JUAN_WA

@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from bot.config import ConfigError, Settings
-from bot.fake_whmcs import FailureKind, FakeWhmcs, whmcs_backend
+from bot.fakes.whmcs import FailureKind, FakeWhmcs, whmcs_backend
 from bot.whmcs import (
     ACTIONS,
     ALREADY_REQUESTED,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bot.fake_whmcs import FakeWhmcs
+from bot.fakes.whmcs import FakeWhmcs
 from tests.billing_fixture import BILLING
 from tests.procs import ROOT
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.fake_whmcs import whmcs_backend as _whmcs_backend
+from bot.fakes.whmcs import whmcs_backend as _whmcs_backend
 from tests.billing_fixture import BILLING
 
 

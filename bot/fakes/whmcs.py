@@ -1248,7 +1248,7 @@ async def whmcs_backend(
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bot.fake_whmcs",
+        prog="python -m bot.fakes.whmcs",
         description="Serve a fake WHMCS API loaded from a SPEC §4 JSON file until SIGTERM.",
     )
     parser.add_argument("data", type=Path, help="billing data in the import format")

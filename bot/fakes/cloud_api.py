@@ -8,7 +8,7 @@ status updates (sent < delivered < read) delivered at least once with retries, a
 customer messages posted on demand.
 
 Failures can be injected from Python or over HTTP (`POST /_fake/failures`), so a
-benchmark running the fake in another process (`python -m bot.fake_cloud_api`) can
+benchmark running the fake in another process (`python -m bot.fakes.cloud_api`) can
 configure it too. Routes under `/_fake/` are the fake's own, not Meta's.
 
 Kept cheap per request (the benchmark pushes 1–2k sends/s through it): no per-request
@@ -36,9 +36,9 @@ from typing import Any, Self
 import aiohttp
 from aiohttp import web
 
-from bot import wa_payloads
+from bot.fakes import payloads as wa_payloads
+from bot.fakes.payloads import InboundItem, JSONDict
 from bot.serving import serve
-from bot.wa_payloads import InboundItem, JSONDict
 
 log = logging.getLogger(__name__)
 
@@ -983,7 +983,7 @@ class FakeCloudAPI:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bot.fake_cloud_api",
+        prog="python -m bot.fakes.cloud_api",
         description="Serve a fake WhatsApp Cloud API until SIGTERM/SIGINT.",
     )
     parser.add_argument("--host", default="127.0.0.1")
