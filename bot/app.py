@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import metrics, webhook
+from bot.commands import CommandWorker
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
 from bot.listener import Signals
@@ -65,10 +66,11 @@ def make_billing(settings: Settings, pool: asyncpg.Pool) -> Billing:
 def pool_size(settings: Settings, *, http: bool = True, workers: bool = True) -> int:
     """Connections a process needs: webhook handlers share 12; a dispatcher worker holds
     one for its batch, the batch's billing reads up to DISPATCH_BATCH_READERS, the sender
-    about 4 (claims, results, sweeps, pacing)."""
+    about 4 (claims, results, sweeps, pacing), the command worker 2 (claims, heartbeats,
+    outcomes; the billing calls' own short writes share the rest)."""
     size = 12 if http else 0
     if workers:
-        size += settings.dispatch_concurrency + settings.dispatch_batch_readers + 4
+        size += settings.dispatch_concurrency + settings.dispatch_batch_readers + 4 + 2
     return max(size, 2)
 
 
@@ -85,7 +87,7 @@ async def open_pool(settings: Settings, *, size: int | None = None) -> asyncpg.P
 
 
 def build_app(settings: Settings, *, workers: bool = True, http: bool = True) -> web.Application:
-    """The service: the HTTP endpoints and, with `workers`, the dispatcher and the sender
+    """The service: the HTTP endpoints and, with `workers`, the dispatcher, the sender and the command worker
     running beside them. `http=False` is a background process (nothing is served; the
     pool is sized for the workers alone)."""
     app = web.Application(client_max_size=settings.webhook_max_bytes, middlewares=[no_500])
@@ -107,6 +109,7 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
         tasks: list[asyncio.Task[None]] = []
         dispatcher: Dispatcher | None = None
         sender: Sender | None = None
+        command_worker: CommandWorker | None = None
         cloud: CloudAPI | None = None
         if workers:
             dispatcher = Dispatcher(pool, settings, billing, default_catalog(), signals)
@@ -119,15 +122,16 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
                 max_connections=settings.send_concurrency,
             )
             sender = Sender(pool, settings, cloud, signals)
+            command_worker = CommandWorker(pool, settings, billing, signals)
             tasks = [
                 asyncio.create_task(dispatcher.run(), name="dispatcher"),
                 asyncio.create_task(sender.run(), name="sender"),
+                asyncio.create_task(command_worker.run(), name="commands"),
             ]
         yield
-        if dispatcher is not None:
-            dispatcher.stop()
-        if sender is not None:
-            sender.stop()
+        for worker in (dispatcher, sender, command_worker):
+            if worker is not None:
+                worker.stop()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=10)

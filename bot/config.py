@@ -106,6 +106,13 @@ class Settings:
     # lost notification or a retry's delay left waiting.
     dispatch_idle_seconds: float = 5.0
     inbox_max_attempts: int = 3
+    # Billing commands (bot/commands.py): calls in flight at once per process; attempts
+    # while the billing system is unreachable before the customer is told; and how long
+    # a running command's heartbeat may be silent before its worker is presumed dead and
+    # another asks again with the same request id. Longer than any pause of a live one.
+    command_concurrency: int = 8
+    command_max_attempts: int = 6
+    command_stalled_seconds: float = 60.0
     webhook_max_bytes: int = 3 * 1024 * 1024
     log_level: str = "INFO"
     log_json: bool = True
@@ -164,6 +171,9 @@ class Settings:
             dispatch_batch_readers=max(1, _int(env, "DISPATCH_BATCH_READERS", 8)),
             dispatch_idle_seconds=max(0.1, _float(env, "DISPATCH_IDLE_SECONDS", 5.0)),
             inbox_max_attempts=_int(env, "INBOX_MAX_ATTEMPTS", 3),
+            command_concurrency=max(1, _int(env, "COMMAND_CONCURRENCY", 8)),
+            command_max_attempts=max(1, _int(env, "COMMAND_MAX_ATTEMPTS", 6)),
+            command_stalled_seconds=max(1.0, _float(env, "COMMAND_STALLED_SECONDS", 60.0)),
             webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", 3 * 1024 * 1024),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_json=env.get("LOG_FORMAT", "json").lower() != "text",

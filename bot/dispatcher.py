@@ -14,33 +14,44 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import assert_never
 
 import asyncpg
 
 from bot import metrics
 from bot.config import Settings
-from bot.listener import INBOX, OUTBOX, Signals
+from bot.listener import COMMANDS, INBOX, OUTBOX, Signals
 from flows import conversation
 from flows.billing import Billing, BillingError, Found
 from flows.catalog import Catalog
+from flows.commands import (
+    Escalate,
+    Notify,
+    NumberChanged,
+    PlaceUpgrade,
+    RequestCancellation,
+    SetAlerts,
+    StopDomainRenewal,
+    TransferService,
+    command_params,
+    signal_message,
+)
 from flows.matching import Matcher
 from flows.outbound import Reply, Text, to_json
 from flows.runtime import (
     ConversationView,
     Deps,
-    Escalate,
     Identity,
     IdentityStatus,
     Inbound,
     InboundKind,
-    NumberChanged,
-    SetAlerts,
     Turn,
 )
-from store import turns
+from store import commands, turns
 from store.db import Conn
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,13 @@ class _Decision:
     identity: Identity
 
 
+@dataclass(slots=True)
+class _Woken:
+    """Which workers a batch's commit has work for."""
+
+    channels: set[str] = field(default_factory=set)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -99,7 +117,7 @@ class Dispatcher:
         self._readers = asyncio.Semaphore(settings.dispatch_batch_readers)
         # After a batch failed as a whole: how many claims to make one message at a time.
         self._one_by_one = 0
-        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     async def run(self) -> None:
         workers = [
@@ -143,6 +161,7 @@ class Dispatcher:
         error that breaks the whole transaction saves nothing: the next claims then go one
         message at a time, so the message that caused it fails alone."""
         limit = 1 if self._one_by_one > 0 else self.settings.dispatch_batch
+        woken = _Woken()
         starts: list[turns.TurnStart] = []
         failed: list[tuple[turns.ClaimedMessage, Exception]] = []
         saved: list[turns.SavedTurn] = []
@@ -159,7 +178,7 @@ class Dispatcher:
                         if isinstance(decision, _TurnFailed):
                             failed.append((start.message, decision.error))
                         else:
-                            saved.append(await self._write(conn, start, decision))
+                            saved.append(await self._write(conn, start, decision, woken))
                     except _TurnFailed as e:
                         failed.append((start.message, e.error))
                 await turns.save_turns(conn, saved, processed_by=self.identity)
@@ -176,13 +195,16 @@ class Dispatcher:
                 return len(starts)
             failed = [(starts[0].message, e)]
             saved = []
+            woken.channels.clear()
         finally:
             if limit == 1 and starts:
                 self._one_by_one = max(0, self._one_by_one - 1)
         if saved:
             metrics.TURNS.labels(result="done").inc(len(saved))
             if any(t.replies for t in saved):
-                self.signals.notify(OUTBOX)
+                woken.channels.add(OUTBOX)
+            for channel in sorted(woken.channels):
+                self.signals.notify(channel)
         for message, error in failed:
             await self._record_failure(message, error)
         return len(starts)
@@ -211,6 +233,7 @@ class Dispatcher:
             updated_at=conv.updated_at,
             wa_id=conv.wa_id,
             profile_name=conv.profile_name,
+            id=conv.id,
         )
         identity = Identity(IdentityStatus.UNKNOWN)
         async with self._readers:
@@ -231,7 +254,7 @@ class Dispatcher:
         return _Decision(turn, identity)
 
     async def _write(
-        self, conn: Conn, start: turns.TurnStart, decision: _Decision
+        self, conn: Conn, start: turns.TurnStart, decision: _Decision, woken: _Woken
     ) -> turns.SavedTurn:
         """Apply the turn's effects in the batch's transaction (behind a savepoint, so a
         failing one takes back only this turn's: _TurnFailed) and say what to save."""
@@ -241,7 +264,9 @@ class Dispatcher:
         if turn.effects:
             try:
                 async with conn.transaction():
-                    recipient = await self._apply_effects(conn, conv, identity, turn, recipient)
+                    recipient = await self._apply_effects(
+                        conn, conv, identity, turn, recipient, woken=woken
+                    )
             except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
                 raise
             except Exception as e:
@@ -256,6 +281,7 @@ class Dispatcher:
             context=turn.context,
             client_id=identity.client.id if identity.client else conv.client_id,
             recipient=recipient,
+            touch=turn.touch,
             replies=[
                 turns.OutgoingRow(
                     message=to_json(r.message),
@@ -272,23 +298,48 @@ class Dispatcher:
         identity: Identity,
         turn: Turn,
         recipient: str,
+        *,
+        woken: _Woken,
     ) -> str:
+        """The turn's commands, in its transaction: local ones applied, billing ones
+        queued for the command worker. A command nobody handles fails the turn (and,
+        through assert_never, the type check)."""
+        client_id = identity.client.id if identity.client else None
         for effect in turn.effects:
             match effect:
-                case Escalate(reason=reason, summary=summary):
-                    await turns.escalate(
-                        conn,
-                        conv.id,
-                        identity.client.id if identity.client else None,
-                        reason,
-                        {"summary": summary},
-                    )
-                case SetAlerts(client_id=client_id, enabled=enabled):
-                    await turns.set_alerts(conn, client_id, enabled)
-                case NumberChanged(old_wa_id=old, new_wa_id=new, client_id=client_id):
+                case Escalate(reason=reason, summary=summary, detail=detail, key=key):
+                    task = {"summary": summary, **detail}
+                    if key is None:
+                        await turns.escalate(conn, conv.id, client_id, reason, task)
+                    else:
+                        await turns.open_staff_task(
+                            conn, conv.id, client_id, reason=reason, detail=task, key=key
+                        )
+                case SetAlerts(client_id=alerts_client, enabled=enabled):
+                    await turns.set_alerts(conn, alerts_client, enabled)
+                case NumberChanged(old_wa_id=old, new_wa_id=new, client_id=changed_client):
                     recipient = await turns.move_conversation(
-                        conn, conv.id, old_wa_id=old, new_wa_id=new, client_id=client_id
+                        conn, conv.id, old_wa_id=old, new_wa_id=new, client_id=changed_client
                     )
+                case Notify(conversation_id=to, key=key):
+                    wamid = f"signal:{key}"
+                    message = signal_message(wamid, effect, conv.id)
+                    if await commands.enqueue_system_message(conn, to, wamid, message):
+                        woken.channels.add(INBOX)
+                case (
+                    PlaceUpgrade() | RequestCancellation() | StopDomainRenewal() | TransferService()
+                ):
+                    await commands.enqueue(
+                        conn,
+                        key=effect.key,
+                        conversation_id=conv.id,
+                        reply_to=effect.reply_to,
+                        kind=effect.KIND,
+                        params=command_params(effect),
+                    )
+                    woken.channels.add(COMMANDS)
+                case _:
+                    assert_never(effect)
         return recipient
 
     async def _identify(self, wa_id: str | None, linked: str | None) -> Identity:

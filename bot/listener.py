@@ -129,4 +129,5 @@ class Signals:
 
 INBOX = "inbox"
 OUTBOX = "outbox"
-LISTENED = (INBOX, OUTBOX)
+COMMANDS = "commands"
+LISTENED = (INBOX, OUTBOX, COMMANDS)

@@ -48,6 +48,19 @@ SENDS = Counter("sends_total", "Messages accepted by the Cloud API", ["sent_as"]
 SEND_ERRORS = Counter(
     "send_errors_total", "Send errors by Cloud API error code", ["code"], registry=REGISTRY
 )
+COMMANDS = Counter(
+    "commands_total",
+    "Billing commands carried out, by kind and outcome (done, refused, unknown, "
+    "unavailable, retried)",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+COMMAND_SECONDS = Histogram(
+    "command_seconds",
+    "Duration of one billing command's call",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+    registry=REGISTRY,
+)
 SEND_SECONDS = Histogram(
     "send_seconds",
     "Duration of one Cloud API send",

@@ -182,7 +182,10 @@ SAME_CLIENT = "same_client"
 ALREADY_REQUESTED = "already_requested"  # a cancellation for this service is pending
 
 
-class Billing(Protocol):
+class BillingReader(Protocol):
+    """What the flows may ask inside a turn: reads only. Changes go through commands
+    (flows.commands), carried out after the turn commits."""
+
     # -- who is writing ---------------------------------------------------------------
     async def find_client_by_phone(self, wa_id: str) -> ClientLookup:
         """The account whose phone is this WhatsApp id (SPEC §3, Identification)."""
@@ -217,6 +220,11 @@ class Billing(Protocol):
     async def quote_upgrade(
         self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
     ) -> UpgradeQuote: ...
+
+
+class Billing(BillingReader, Protocol):
+    """The whole billing interface: the reads, and the changes the command worker makes
+    (each with a request id, so asked twice it acts once)."""
 
     async def place_upgrade(
         self,

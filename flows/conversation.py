@@ -1,20 +1,26 @@
 """One inbound message → one turn: the rules that hold in every flow.
 
-Order of precedence: system notices; reactions (no answer); session expiry; messages we
-cannot read; the global words (`menu`, `salir`, `asesor`); then the current flow. When
-the flow does not understand, the ladder: ask again, then show the menu, then offer a
-person.
+Order of precedence: system messages (a number change; a command's outcome or another
+conversation's signal, handed to the flow it is for); reactions (no answer); session
+expiry (the flow is told, then everything but its `kept` data goes); messages we cannot
+read; in a state that takes text literally, only an exact escape word; elsewhere the
+global words (`menu`, `salir`, `asesor`); then the current flow. When the flow does not
+understand, the ladder: ask again, then show the menu, then offer a person.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import flows.menu  # noqa: F401  (registers the flow)
+from flows.matching import fold
 from flows.outbound import Reply, Text
 from flows.runtime import (
     FLOWS,
+    LADDER_KEY,
+    Action,
     ConversationView,
     Deps,
     Identity,
@@ -23,8 +29,10 @@ from flows.runtime import (
     InboundKind,
     NumberChanged,
     Step,
+    StepResult,
     Turn,
     is_greeting,
+    keep_only_kept,
     run_step,
     split_state,
 )
@@ -34,7 +42,6 @@ log = logging.getLogger(__name__)
 START = "menu.start"
 # States where an idle conversation has nothing in progress to expire.
 _AT_REST = {"menu.start", "menu.main", "menu.ended", "menu.handed_over"}
-_LADDER_KEY = "misses"
 _CHANGED_NUMBER = {"user_changed_number", "customer_changed_number"}
 
 
@@ -48,27 +55,29 @@ async def handle(
     flow_cls, state = _resolve(conv.state)
     turn = Turn(state=f"{flow_cls.FLOW}.{state}", context=dict(conv.context))
 
-    async def run(
-        cls: type[Step], at: str, action: str | None = None, understand: bool = False
-    ) -> bool:
-        _, acted = await run_step(
+    async def run(cls: type[Step], at: str, act: Action, detached: bool = False) -> StepResult:
+        return await run_step(
             cls,
             at,
+            act,
             inbound=inbound,
             identity=identity,
             deps=deps,
+            conv=conv,
             turn=turn,
-            wa_id=conv.wa_id,
-            profile_name=conv.profile_name,
-            action=action,
-            understand=understand,
+            detached=detached,
         )
-        return acted
 
-    menu = FLOWS["menu"]
+    async def menu(action: str) -> None:
+        turn.context.pop(LADDER_KEY, None)
+        await run(FLOWS["menu"], "main", lambda s: s.trigger(action))
 
     if inbound.kind is InboundKind.SYSTEM:
-        _system_notice(inbound, identity, conv, deps, turn)
+        turn.touch = False
+        if inbound.flow is not None:
+            await _flow_message(inbound, flow_cls, state, run)
+        else:
+            _system_notice(inbound, identity, conv, deps, turn)
         return turn
     if inbound.kind is InboundKind.REACTION:
         # A thumbs-up on our last answer needs no answer of its own.
@@ -80,8 +89,9 @@ async def handle(
         and turn.state not in _AT_REST
     )
     if expired:
-        turn.context = {}
-        flow_cls, state = menu, "start"
+        await run(flow_cls, state, lambda s: s.on_expired())
+        turn.context = keep_only_kept(turn.context)
+        flow_cls, state = FLOWS["menu"], "start"
         turn.state = START
         turn.replies.append(_text(deps, "common.session_expired"))
 
@@ -90,41 +100,42 @@ async def handle(
         return turn
 
     text = inbound.text
+    literal = state in flow_cls.LITERAL
     if inbound.kind is InboundKind.TEXT and text:
-        for words, action in (
-            ("words.menu", "go_menu"),
-            ("words.exit", "go_exit"),
-            ("words.human", "go_human"),
-        ):
-            if _is_global(deps, text, words):
-                turn.context.pop(_LADDER_KEY, None)
-                await run(menu, "main", action=action)
-                return turn
+        words = _literal_escape(deps, text) if literal else _global_words(deps, text)
+        if words == "words.cancel":
+            turn.replies.append(_text(deps, "common.cancelled"))
+        if words is not None:
+            await menu(_GLOBAL_ACTIONS[words])
+            return turn
 
-    if await run(flow_cls, state, understand=True):
-        turn.context.pop(_LADDER_KEY, None)
+    if literal and inbound.kind is InboundKind.TEXT:
+        result = await run(flow_cls, state, lambda s: s.on_text(text))
+    else:
+        result = await run(flow_cls, state, lambda s: s.understand())
+    if result.acted:
+        turn.context.pop(LADDER_KEY, None)
         return turn
 
-    if inbound.kind is InboundKind.TEXT and is_greeting(deps, text):
+    if not literal and inbound.kind is InboundKind.TEXT and is_greeting(deps, text):
         # Any greeting the current step does not understand brings the menu back.
-        turn.context.pop(_LADDER_KEY, None)
-        await run(menu, "main", action="go_menu")
+        await menu("go_menu")
         return turn
 
-    misses = int(turn.context.get(_LADDER_KEY, 0)) + 1
+    misses = int(turn.context.get(LADDER_KEY, 0)) + 1
     if misses == 1:
         turn.replies.append(_text(deps, "ladder.not_understood"))
-        await run(flow_cls, state)
+        await run(flow_cls, state, lambda s: s.render())
     elif misses == 2:
         turn.replies.append(_text(deps, "ladder.not_understood_menu"))
-        await run(menu, "main", action="go_menu")
+        await menu("go_menu")
     else:
-        await run(menu, "main", action="offer_human")
+        await menu("offer_human")
         misses = 0
     if misses:
-        turn.context[_LADDER_KEY] = misses
+        turn.context[LADDER_KEY] = misses
     else:
-        turn.context.pop(_LADDER_KEY, None)
+        turn.context.pop(LADDER_KEY, None)
     return turn
 
 
@@ -138,11 +149,62 @@ def _resolve(full_state: str) -> tuple[type[Step], str]:
     return cls, state
 
 
+# What each global word list does.
+_GLOBAL_ACTIONS = {
+    "words.menu": "go_menu",
+    "words.exit": "go_exit",
+    "words.human": "go_human",
+    "words.cancel": "go_menu",
+}
+
+
+def _global_words(deps: Deps, text: str) -> str | None:
+    """The global word list the message means, checked in this order."""
+    for words in ("words.menu", "words.exit", "words.human"):
+        if _is_global(deps, text, words):
+            return words
+    return None
+
+
 def _is_global(deps: Deps, text: str, words: str) -> bool:
     """A global word counts when it is (nearly) the whole message, or an explicit
     request inside a short one ("quiero hablar con un humano"), never when negated."""
     short = len(text.split()) <= 6
     return short and deps.matcher.contains(text, deps.catalog.words(words))
+
+
+def _literal_escape(deps: Deps, text: str) -> str | None:
+    """In a state that takes text literally, only the first word of these lists, as the
+    whole message ("menu", "cancelar", "salir"), leaves."""
+    folded = fold(text)
+    for words in ("words.menu", "words.cancel", "words.exit"):
+        if folded == fold(deps.catalog.words(words)[0]):
+            return words
+    return None
+
+
+async def _flow_message(
+    inbound: Inbound,
+    current: type[Step],
+    state: str,
+    run: Callable[[type[Step], str, Action, bool], Awaitable[StepResult]],
+) -> None:
+    """A command's outcome or a signal, for the flow it names: bound where the
+    conversation is when that is the flow, else at the flow's first state (the hook sees
+    `here` is False and moves the conversation, if it must, with goto)."""
+    cls = FLOWS.get(inbound.flow or "")
+    if cls is None:
+        log.error("system message %s for unknown flow %r dropped", inbound.wamid, inbound.flow)
+        return
+    here = cls is current
+    at = state if here else cls.STATES[0]
+    outcome, signal = inbound.outcome, inbound.signal
+    if outcome is not None:
+        await run(cls, at, lambda s: s.on_outcome(outcome), not here)
+    elif signal is not None:
+        await run(cls, at, lambda s: s.on_signal(signal), not here)
+    else:
+        log.error("system message %s for %s has neither outcome nor signal", inbound.wamid, cls)
 
 
 def _system_notice(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from flows.commands import Escalate, SetAlerts
 from flows.matching import fold
-from flows.runtime import Choice, Escalate, IdentityStatus, SetAlerts, Step
+from flows.options import Choice
+from flows.runtime import IdentityStatus, Step
 
 # The frequent questions, in the order shown; answers come from the help pages.
 FAQ_TOPICS = (
@@ -166,7 +168,7 @@ class Menu(Step):
     def toggle(self) -> None:
         assert self.client is not None
         self._alerts_on = not self._alerts_on
-        self.effect(SetAlerts(self.client.id, self._alerts_on))
+        self.command(SetAlerts(self.client.id, self._alerts_on))
         self.say("alerts.now_on" if self._alerts_on else "alerts.now_off")
 
     async def render_coming_soon(self) -> None:
@@ -178,7 +180,7 @@ class Menu(Step):
         self.send(self.prompt(self.t("ladder.offer_human"), self.choices()))
 
     def escalate(self) -> None:
-        self.effect(Escalate(reason="customer_request", summary=self.inbound.text[:500]))
+        self.command(Escalate(reason="customer_request", summary=self.inbound.text[:500]))
 
     async def render_handed_over(self) -> None:
         self.send(self.prompt(self.t("menu.handed_over"), self.choices()))

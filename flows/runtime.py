@@ -1,17 +1,34 @@
-"""The flows runtime: one inbound message in, the next state and what to say out.
+"""The flows runtime: one inbound message in, the next state and what to say and do out.
 
 Each flow is a `Step` subclass whose states and transitions are a `transitions` machine
 built once at import (building one is slow and memory-hungry); for each message a fresh
 `Step` carrying the conversation's state name and JSON context is bound to that machine,
 the trigger fires, and the step is unbound. Nothing here touches HTTP or SQL: reads go
-through the interfaces in `Deps`, writes come back as `effects` for the caller to apply
-in the same transaction that saves the state.
+through the interfaces in `Deps`, and everything a flow wants changed comes back as
+commands (`flows.commands`) for the caller to store in the same transaction that saves
+the state.
+
+What a flow can do besides moving between its own states:
+
+- **switch flows** in the same turn: `goto(flow, state, **data)` enters another flow at a
+  named state (menu → upgrade, upgrade → menu, anything → a person); the flow it leaves
+  loses its working data (`ctx`), keeping only what it put in `kept`;
+- **offer options from data** (`Choice.of`): paged beyond 10, titles fitted to WhatsApp's
+  limits (flows.options); every message is checked against the limits when built;
+- **take text literally** in the states named in `LITERAL` (an email, a reason, a typed
+  confirmation): nothing is matched fuzzily there and only an exact escape word leaves;
+- **act** through commands, each with an idempotency key (`key(name)`), and hear their
+  outcome later in `on_outcome`; **talk to another conversation** with `Notify`, heard
+  there in `on_signal`;
+- **keep** what must outlive the session (`kept`), and be told when the session expires
+  (`on_expired`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -19,12 +36,64 @@ from typing import Any, ClassVar, Protocol
 
 from transitions.extensions.asyncio import AsyncMachine
 
-from flows.billing import Billing, Client, Found
+from flows.billing import BillingReader, Client, Found
 from flows.catalog import Catalog
+from flows.commands import (
+    FLOW_MESSAGE,
+    BillingCommand,
+    Command,
+    Escalate,
+    Notify,
+    NumberChanged,
+    Outcome,
+    SetAlerts,
+    Signal,
+)
 from flows.matching import Matcher, Option, fold
-from flows.outbound import Button, Buttons, ListMessage, Message, Reply, Row, Section, Text
+from flows.options import (
+    PAGE_NEXT,
+    PAGE_PREVIOUS,
+    Choice,
+    fit_description,
+    pages,
+    shorten_titles,
+)
+from flows.outbound import (
+    BUTTON_TITLE_MAX,
+    BUTTONS_MAX,
+    ROW_TITLE_MAX,
+    Button,
+    Buttons,
+    ListMessage,
+    Message,
+    Reply,
+    Row,
+    Section,
+    Text,
+    check_limits,
+)
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "FLOWS",
+    "Choice",
+    "ConversationView",
+    "Deps",
+    "Escalate",
+    "Identity",
+    "IdentityStatus",
+    "Inbound",
+    "InboundKind",
+    "Notify",
+    "NumberChanged",
+    "SetAlerts",
+    "Step",
+    "Turn",
+    "is_greeting",
+    "run_step",
+    "split_state",
+]
 
 
 class InboundKind(Enum):
@@ -45,11 +114,23 @@ class Inbound:
     choice_id: str | None = None
     system_type: str | None = None
     new_wa_id: str | None = None
+    # A system message for one flow: a command's outcome or another conversation's signal.
+    flow: str | None = None
+    outcome: Outcome | None = None
+    signal: Signal | None = None
 
     @classmethod
     def from_inbox(cls, data: dict[str, Any]) -> Inbound:
-        """From the normalised message stored in the inbox (see bot/wa_updates.py)."""
+        """From the normalised message stored in the inbox (see bot/wa_updates.py, and
+        flows.commands for the system messages the bot writes itself)."""
         timestamp = timestamp_or_now(data.get("timestamp"))
+        outcome = signal = None
+        if data.get("system_type") == FLOW_MESSAGE:
+            if isinstance(data.get("outcome"), dict):
+                outcome = Outcome.from_json(data["outcome"])
+            if isinstance(data.get("signal"), dict):
+                raw = data["signal"]
+                signal = Signal(str(raw["name"]), dict(raw.get("data") or {}), raw.get("from"))
         return cls(
             wamid=data["wamid"],
             kind=InboundKind(data["kind"]),
@@ -59,6 +140,9 @@ class Inbound:
             choice_id=data.get("choice_id"),
             system_type=data.get("system_type"),
             new_wa_id=data.get("new_wa_id"),
+            flow=data.get("flow"),
+            outcome=outcome,
+            signal=signal,
         )
 
 
@@ -92,32 +176,6 @@ class Identity:
         return cls(IdentityStatus.UNKNOWN)
 
 
-# Effects: writes the flows ask for, applied by the caller in the turn's transaction.
-@dataclass(frozen=True, slots=True)
-class Escalate:
-    reason: str
-    summary: str
-
-
-@dataclass(frozen=True, slots=True)
-class SetAlerts:
-    client_id: str
-    enabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class NumberChanged:
-    """WhatsApp says this user's number changed: the conversation moves to the new
-    number and, for a known customer, the new number stays tied to their account."""
-
-    old_wa_id: str
-    new_wa_id: str
-    client_id: str | None
-
-
-Effect = Escalate | SetAlerts | NumberChanged
-
-
 class AlertPreferences(Protocol):
     async def alerts_enabled(self, client_id: str) -> bool: ...
 
@@ -126,7 +184,9 @@ class AlertPreferences(Protocol):
 class Deps:
     catalog: Catalog
     matcher: Matcher
-    billing: Billing
+    # Reads only: a flow changes billing through commands (flows.commands), never by a
+    # call of its own inside the turn.
+    billing: BillingReader
     alerts: AlertPreferences
     panel_details_url: str
     session_ttl: timedelta
@@ -139,6 +199,7 @@ class ConversationView:
     updated_at: datetime | None
     wa_id: str | None
     profile_name: str | None = None
+    id: int | None = None
 
 
 @dataclass(slots=True)
@@ -146,26 +207,21 @@ class Turn:
     state: str
     context: dict[str, Any]
     replies: list[Reply] = field(default_factory=list)
-    effects: list[Effect] = field(default_factory=list)
+    effects: list[Command] = field(default_factory=list)
+    # Whether this turn is the customer's activity (it restarts the session clock). A
+    # system message — an outcome, another conversation's signal — is not.
+    touch: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """An option of a state: tapped by id, typed by number or by keywords.
-
-    `title`/`description` are catalog keys; `keywords` is the catalog key of its words.
-    Hidden choices are understood when typed but not shown (e.g. "bajar de plan" on
-    the main menu goes straight to that answer).
-    """
-
-    id: str
-    trigger: str
-    title: str
-    keywords: str
-    description: str | None = None
-    hidden: bool = False
-    # Written into the context before the trigger fires (e.g. which question was asked).
-    sets: tuple[tuple[str, str], ...] = ()
+# Context keys the runtime owns; everything else in the context is the current flow's
+# working data, dropped when the conversation moves to another flow.
+LADDER_KEY = "misses"
+PAGE_KEY = "page"
+KEPT_KEY = "kept"
+RUNTIME_KEYS = frozenset({LADDER_KEY, PAGE_KEY, KEPT_KEY})
+# A flow switching to a flow switching to… this many times in one turn is a bug.
+MAX_SWITCHES = 8
+_TRANSITION_CALLBACKS = ("prepare", "before", "after", "conditions", "unless")
 
 
 class Step:
@@ -175,37 +231,33 @@ class Step:
     FLOW: ClassVar[str]
     STATES: ClassVar[Sequence[str]]
     TRANSITIONS: ClassVar[Sequence[dict[str, Any]]]
+    # States whose text is taken literally (`on_text`), never matched to options or to
+    # the global words; only an exact escape word ("menu", "cancelar", "salir") leaves.
+    LITERAL: ClassVar[frozenset[str]] = frozenset()
     _machine: ClassVar[AsyncMachine]
 
     state: str  # set by the machine
     trigger: Any  # bound by the machine
 
     def __init__(
-        self,
-        *,
-        inbound: Inbound,
-        identity: Identity,
-        deps: Deps,
-        context: dict[str, Any],
-        wa_id: str | None,
-        profile_name: str | None,
-        out: Turn,
+        self, *, inbound: Inbound, identity: Identity, deps: Deps, conv: ConversationView, out: Turn
     ) -> None:
         self.inbound = inbound
         self.identity = identity
         self.deps = deps
-        self.ctx = context
-        self.wa_id = wa_id
-        self.profile_name = profile_name
+        self.conversation = conv
         self.out = out
+        self.ctx = out.context
+        self.wa_id = conv.wa_id
+        self.profile_name = conv.profile_name
+        # Set by goto(): the flow class, state and data to enter once this step is done.
+        self.next: tuple[type[Step], str, dict[str, Any]] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "STATES" not in cls.__dict__:
             return
-        missing = [s for s in cls.STATES if not hasattr(cls, f"render_{s}")]
-        if missing:
-            raise TypeError(f"{cls.__name__} lacks render_ methods for {missing}")
+        _check_declaration(cls)
         cls._machine = AsyncMachine(
             model=None,
             states=[{"name": s, "on_enter": f"render_{s}"} for s in cls.STATES],
@@ -216,11 +268,26 @@ class Step:
         )
         FLOWS[cls.FLOW] = cls
 
-    # -- helpers for flows --------------------------------------------------------
+    # -- who, and where ---------------------------------------------------------------
     @property
     def client(self) -> Client | None:
         return self.identity.client
 
+    @property
+    def here(self) -> bool:
+        """Whether the conversation is in this flow (an outcome or a signal may reach a
+        flow the customer has since left)."""
+        return split_state(self.out.state)[0] == self.FLOW
+
+    @property
+    def kept(self) -> dict[str, Any]:
+        """This flow's data that outlives the session and flow switches (a pending
+        transfer, an unpaid upgrade); the flow removes what it no longer needs."""
+        kept: dict[str, Any] = self.ctx.setdefault(KEPT_KEY, {})
+        mine: dict[str, Any] = kept.setdefault(self.FLOW, {})
+        return mine
+
+    # -- saying -------------------------------------------------------------------------
     def t(self, key: str, **params: object) -> str:
         return self.deps.catalog.text(key, **params)
 
@@ -228,42 +295,145 @@ class Step:
         self.send(Text(self.t(key, **params)))
 
     def send(self, message: Message) -> None:
+        """Queue a message; one breaking WhatsApp's limits fails here, where it is built
+        (flows.outbound.MessageLimitError), not after the turn has committed."""
+        check_limits(message)
         self.out.replies.append(Reply(message))
 
-    def effect(self, effect: Effect) -> None:
-        self.out.effects.append(effect)
+    # -- doing --------------------------------------------------------------------------
+    def command(self, command: Command) -> None:
+        """Ask for something to be done (flows.commands). A billing command's outcome comes
+        back to this flow's `on_outcome`."""
+        if isinstance(command, BillingCommand) and not command.reply_to:
+            command = dataclasses.replace(command, reply_to=self.FLOW)
+        self.out.effects.append(command)
 
+    def key(self, name: str) -> str:
+        """The idempotency key for this flow's `name` action, made once and kept in the
+        context: asked again (a repeated "sí", a redelivered message) it is the same key,
+        so the action happens once. `forget_key` before offering the action anew."""
+        keys: dict[str, str] = self.ctx.setdefault("keys", {})
+        if name not in keys:
+            keys[name] = f"{self.FLOW}.{name}:{self.inbound.wamid}"
+        return keys[name]
+
+    def forget_key(self, name: str) -> None:
+        self.ctx.get("keys", {}).pop(name, None)
+
+    # -- moving -------------------------------------------------------------------------
+    def goto(self, flow: str, state: str, **data: Any) -> None:
+        """Enter `flow` at `state` once this step returns (its prompt is said then), with
+        `data` in the context. Fails at once for a flow or state that does not exist."""
+        target = FLOWS.get(flow)
+        if target is None:
+            raise ValueError(f"no flow {flow!r}")
+        if state not in target.STATES:
+            raise ValueError(f"flow {flow!r} has no state {state!r}")
+        self.next = (target, state, data)
+
+    def leave(self) -> None:
+        """Back to the main menu."""
+        self.goto("menu", "main")
+
+    # -- hooks ------------------------------------------------------------------------
     def choices(self) -> list[Choice]:
         """The options of the current state; override per state."""
         return []
 
+    async def on_text(self, text: str) -> bool:
+        """Text typed in a LITERAL state; False when it is not acceptable (the ladder)."""
+        return False
+
+    async def on_outcome(self, outcome: Outcome) -> None:
+        """A billing command this flow issued has an outcome."""
+        raise NotImplementedError(f"flow {self.FLOW} issued a command but ignores outcomes")
+
+    async def on_signal(self, signal: Signal) -> None:
+        """Another conversation told this flow something (flows.commands.Notify)."""
+        raise NotImplementedError(f"flow {self.FLOW} was sent signal {signal.name!r}")
+
+    async def on_expired(self) -> None:
+        """The session expired while the conversation was in this flow. Everything but
+        `kept` is about to be dropped; say what the customer should know."""
+
+    # -- options ------------------------------------------------------------------------
+    def title_of(self, choice: Choice) -> str:
+        return choice.title if choice.literal else self.t(choice.title)
+
+    def description_of(self, choice: Choice) -> str:
+        if choice.description is None:
+            return ""
+        return choice.description if choice.literal else self.t(choice.description)
+
     def prompt(self, body: str, choices: Sequence[Choice], *, button: str = "") -> Message:
-        """Buttons for up to three visible choices, a list message beyond."""
+        """Buttons for up to three visible choices that fit on a button; otherwise a
+        numbered list, paged beyond 10 rows, with data titles fitted to the limits."""
         visible = [c for c in choices if not c.hidden]
-        if len(visible) <= 3:
-            return Buttons(body=body, buttons=tuple(Button(c.id, self.t(c.title)) for c in visible))
-        rows = tuple(
-            Row(
-                c.id,
-                self.t("common.numbered", number=i, title=self.t(c.title)),
-                self.t(c.description) if c.description else "",
+        titles = [self.title_of(c) for c in visible]
+        labelled = list(zip(visible, titles, strict=True))
+        too_long = any(c.literal and len(t) > BUTTON_TITLE_MAX for c, t in labelled)
+        if len(visible) <= BUTTONS_MAX and not too_long:
+            return Buttons(body=body, buttons=tuple(Button(c.id, t) for c, t in labelled))
+        page = self._page(len(visible))
+        number_width = len(self.t("common.numbered", number=len(visible), title=""))
+        fitted = shorten_titles(titles, ROW_TITLE_MAX - number_width)
+        rows: list[Row] = []
+        if page.has_previous:
+            rows.append(
+                self._page_row(PAGE_PREVIOUS, self.t("common.page_previous"), 1, page.start)
             )
-            for i, c in enumerate(visible, 1)
-        )
+        for i in range(page.start, page.stop):
+            choice, title = visible[i], fitted[i] if visible[i].literal else titles[i]
+            description = self.description_of(choice)
+            if title != titles[i] and not description:
+                description = titles[i]  # the whole title, where there is room for it
+            rows.append(
+                Row(
+                    choice.id,
+                    self.t("common.numbered", number=i + 1, title=title),
+                    fit_description(description) if choice.literal else description,
+                )
+            )
+        if page.has_next:
+            rows.append(
+                self._page_row(PAGE_NEXT, self.t("common.page_next"), page.stop + 1, len(visible))
+            )
         return ListMessage(
             body=body,
             button=button or self.t("common.list_button"),
-            sections=(Section(self.t("common.list_section"), rows),),
+            sections=(Section(self.t("common.list_section"), tuple(rows)),),
         )
+
+    def _page_row(self, row_id: str, title: str, first: int, last: int) -> Row:
+        return Row(row_id, title, self.t("common.page_range", first=first, last=last))
+
+    def _page(self, count: int) -> Any:
+        split = pages(count)
+        shown = self.ctx.get(PAGE_KEY)
+        number = 0
+        if isinstance(shown, dict) and shown.get("state") == self._full_state:
+            number = min(int(shown.get("n", 0)), len(split) - 1)
+        if len(split) > 1:
+            self.ctx[PAGE_KEY] = {"state": self._full_state, "n": number}
+        else:
+            self.ctx.pop(PAGE_KEY, None)
+        return split[number]
+
+    @property
+    def _full_state(self) -> str:
+        return f"{self.FLOW}.{self.state}"
 
     async def understand(self, *, numbered: bool = True) -> bool:
         """Act on the inbound message in the current state; False if not understood.
 
         Visible choices are matched first; hidden ones only when no visible choice is
         meant, so a hidden shortcut never shadows what is on the customer's screen.
-        Numbers count only when the numbered options are what the customer sees.
+        Numbers count only when the numbered options are what the customer sees; on a
+        paged list they run on across pages.
         """
         choices = self.choices()
+        if await self._turn_page(choices):
+            return True
         chosen: Choice | None = None
         if self.inbound.kind is InboundKind.CHOICE and self.inbound.choice_id:
             chosen = next((c for c in choices if c.id == self.inbound.choice_id), None)
@@ -284,11 +454,35 @@ class Step:
         await self.choose(chosen)
         return True
 
+    async def _turn_page(self, choices: Sequence[Choice]) -> bool:
+        """ "Ver más" / "Anteriores", tapped or typed, on a paged list of this state."""
+        shown = self.ctx.get(PAGE_KEY)
+        if not isinstance(shown, dict) or shown.get("state") != self._full_state:
+            return False
+        step = {PAGE_NEXT: 1, PAGE_PREVIOUS: -1}.get(self.inbound.choice_id or "")
+        if step is None and self.inbound.kind is InboundKind.TEXT and self.inbound.text:
+            # Matched together with the options on screen: a choice's own words win.
+            options = [
+                Option(PAGE_NEXT, self.deps.catalog.words("words.page_next")),
+                Option(PAGE_PREVIOUS, self.deps.catalog.words("words.page_previous")),
+                *(Option(c.id, self._keywords(c)) for c in choices if not c.hidden),
+            ]
+            match = self.deps.matcher.match(self.inbound.text, options, numbered=0)
+            step = {PAGE_NEXT: 1, PAGE_PREVIOUS: -1}.get(match.key or "")
+        if step is None:
+            return False
+        shown["n"] = max(0, int(shown.get("n", 0)) + step)
+        await self.render()
+        return True
+
     async def choose(self, choice: Choice) -> None:
+        self.ctx.pop(PAGE_KEY, None)
         self.ctx.update(choice.sets)
         await self.trigger(choice.trigger)
 
     def _keywords(self, choice: Choice) -> tuple[str, ...]:
+        if choice.literal:
+            return (choice.title, *choice.words)
         return (self.t(choice.title), *self.deps.catalog.words(choice.keywords))
 
     async def render(self) -> None:
@@ -299,50 +493,104 @@ class Step:
 FLOWS: dict[str, type[Step]] = {}
 
 
+def _check_declaration(cls: type[Step]) -> None:
+    """A typo in a flow's declaration fails at import, not at a customer's message."""
+    states = set(cls.STATES)
+    missing = [s for s in cls.STATES if not hasattr(cls, f"render_{s}")]
+    if missing:
+        raise TypeError(f"{cls.__name__} lacks render_ methods for {missing}")
+    if not states >= cls.LITERAL:
+        raise TypeError(f"{cls.__name__}.LITERAL names unknown states {cls.LITERAL - states}")
+    for t in cls.TRANSITIONS:
+        sources = t["source"] if isinstance(t["source"], list) else [t["source"]]
+        unknown = [s for s in (*sources, t["dest"]) if s not in states and s not in ("*", "=")]
+        if unknown:
+            raise TypeError(f"{cls.__name__}: transition {t['trigger']!r} names {unknown}")
+        for kind in _TRANSITION_CALLBACKS:
+            names = t.get(kind) or []
+            for name in [names] if isinstance(names, str) else names:
+                if not callable(getattr(cls, name, None)):
+                    raise TypeError(f"{cls.__name__}: {kind} callback {name!r} is not a method")
+
+
 def split_state(full: str) -> tuple[str, str]:
     flow, _, state = full.partition(".")
     return flow, state
 
 
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    acted: bool  # the step understood the message (or the hook ran)
+    moved: bool  # the conversation changed state or flow
+
+
+Action = Callable[[Step], Awaitable[bool | None]]
+
+
 async def run_step(
     flow_cls: type[Step],
     state: str,
+    act: Action,
     *,
     inbound: Inbound,
     identity: Identity,
     deps: Deps,
+    conv: ConversationView,
     turn: Turn,
-    wa_id: str | None,
-    profile_name: str | None,
-    action: str | None = None,
-    understand: bool = False,
-) -> tuple[Step, bool]:
-    """Bind a fresh step of `flow_cls` at `state`, fire `action` (a trigger) or try to
-    understand the message, unbind it. Returns the step and whether it acted."""
-    step = flow_cls(
-        inbound=inbound,
-        identity=identity,
-        deps=deps,
-        context=turn.context,
-        wa_id=wa_id,
-        profile_name=profile_name,
-        out=turn,
-    )
-    machine = flow_cls._machine
-    machine.add_model(step, initial=state)
+    detached: bool = False,
+) -> StepResult:
+    """Bind a fresh step of `flow_cls` at `state`, run `act` on it, unbind it; then enter
+    the flows it switched to (each saying its prompt), and record in `turn.state` where
+    the conversation is now.
+
+    A `detached` step visits a flow that does not hold the conversation (an outcome or a
+    signal for a flow the customer has left): it may talk, and it moves the conversation
+    only with goto."""
+
+    def bind(cls: type[Step], at: str) -> Step:
+        step = cls(inbound=inbound, identity=identity, deps=deps, conv=conv, out=turn)
+        cls._machine.add_model(step, initial=at)
+        return step
+
+    def settle(step: Step) -> None:
+        if split_state(turn.state)[0] != step.FLOW:
+            _drop_working_data(turn.context)
+        turn.state = f"{step.FLOW}.{step.state}"
+
+    step = bind(flow_cls, state)
     try:
-        if action is not None:
-            await step.trigger(action)
-            acted = True
-        elif understand:
-            acted = await step.understand()
-        else:
-            await step.render()
-            acted = True
-        turn.state = f"{flow_cls.FLOW}.{step.state}"
-        return step, acted
+        acted = await act(step) is not False
     finally:
-        machine.remove_model(step)
+        flow_cls._machine.remove_model(step)
+    before = turn.state
+    if not detached:
+        settle(step)
+    elif step.state != state:
+        raise RuntimeError(f"{flow_cls.FLOW} does not hold the conversation: it moves with goto")
+    for _ in range(MAX_SWITCHES):
+        if step.next is None:
+            return StepResult(acted, moved=turn.state != before or not detached)
+        target, at, data = step.next
+        step = bind(target, at)
+        settle(step)
+        turn.context.update(data)
+        try:
+            await step.render()
+        finally:
+            target._machine.remove_model(step)
+        turn.state = f"{target.FLOW}.{step.state}"
+    raise RuntimeError(f"flows switched more than {MAX_SWITCHES} times in one turn")
+
+
+def _drop_working_data(context: dict[str, Any]) -> None:
+    for key in [k for k in context if k not in RUNTIME_KEYS]:
+        del context[key]
+
+
+def keep_only_kept(context: Mapping[str, Any]) -> dict[str, Any]:
+    """What survives an expired session: every flow's `kept` data."""
+    kept = {f: dict(d) for f, d in (context.get(KEPT_KEY) or {}).items() if d}
+    return {KEPT_KEY: kept} if kept else {}
 
 
 def is_greeting(deps: Deps, text: str) -> bool:

@@ -148,6 +148,29 @@ CREATE TABLE billing_upgrade_orders (
     CONSTRAINT billing_upgrade_orders_service_id_fkey FOREIGN KEY (service_id) REFERENCES billing_services(id)
 );
 
+CREATE TABLE commands (
+    id bigint NOT NULL DEFAULT nextval('commands_id_seq'::regclass),
+    key text NOT NULL,
+    conversation_id bigint NOT NULL,
+    reply_to text NOT NULL,
+    kind text NOT NULL,
+    params jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'pending'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    not_before timestamp with time zone NOT NULL DEFAULT now(),
+    claimed_by text,
+    heartbeat_at timestamp with time zone,
+    result jsonb,
+    last_error text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    finished_at timestamp with time zone,
+    CONSTRAINT commands_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
+    CONSTRAINT commands_key_key UNIQUE (key),
+    CONSTRAINT commands_pkey PRIMARY KEY (id),
+    CONSTRAINT commands_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'done'::text, 'refused'::text, 'unknown'::text, 'unavailable'::text])))
+);
+CREATE INDEX commands_open ON commands USING btree (id) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
+
 CREATE TABLE contact_links (
     wa_id text NOT NULL,
     client_id text NOT NULL,
@@ -184,11 +207,13 @@ CREATE TABLE escalations (
     status text NOT NULL DEFAULT 'pending'::text,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    key text,
     CONSTRAINT escalations_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
+    CONSTRAINT escalations_key_key UNIQUE (key),
     CONSTRAINT escalations_pkey PRIMARY KEY (id),
     CONSTRAINT escalations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'open'::text, 'snoozed'::text, 'resolved'::text])))
 );
-CREATE UNIQUE INDEX escalations_one_open ON escalations USING btree (conversation_id) WHERE (status <> 'resolved'::text);
+CREATE UNIQUE INDEX escalations_one_open ON escalations USING btree (conversation_id, reason) WHERE ((status <> 'resolved'::text) AND (key IS NULL));
 
 CREATE TABLE events (
     id text NOT NULL,

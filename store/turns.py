@@ -5,7 +5,7 @@ process killed at any line leaves either nothing or everything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,6 +130,9 @@ class SavedTurn:
     client_id: str | None
     recipient: str
     replies: Sequence[OutgoingRow]
+    # The customer's own activity restarts the session clock (updated_at); a system
+    # message (an outcome, another conversation's signal) does not.
+    touch: bool = True
 
 
 async def save_turns(
@@ -144,9 +147,10 @@ async def save_turns(
         """
         WITH c AS (
             UPDATE conversations AS c SET flow_state = t.st, context = t.ctx,
-                                          client_id = t.client, updated_at = now()
-            FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[])
-                AS t(conv, st, ctx, client)
+                client_id = t.client,
+                updated_at = CASE WHEN t.touch THEN now() ELSE c.updated_at END
+            FROM unnest($1::bigint[], $2::text[], $3::jsonb[], $4::text[], $13::bool[])
+                AS t(conv, st, ctx, client, touch)
             WHERE c.id = t.conv
         ), o AS (
             INSERT INTO outbox (recipient, conversation_id, inbox_id, purpose, message, template)
@@ -174,6 +178,7 @@ async def save_turns(
         purpose,
         [without_nul(r.template) if r.template else None for _, r in replies],
         processed_by,
+        [t.touch for t in saved],
     )
 
 
@@ -234,18 +239,43 @@ async def escalate(
     reason: str,
     detail: dict[str, Any],
 ) -> None:
-    """Open an escalation unless the conversation already has an unresolved one."""
+    """Open a staff task unless the conversation already has an unresolved one for the
+    same reason (a customer asking twice for a person is one request)."""
     await conn.execute(
         """
         INSERT INTO escalations (conversation_id, client_id, reason, detail)
         VALUES ($1, $2, $3, $4)
-        ON CONFLICT (conversation_id) WHERE status <> 'resolved'
+        ON CONFLICT (conversation_id, reason) WHERE status <> 'resolved' AND key IS NULL
         DO UPDATE SET updated_at = now()
         """,
         conversation_id,
         client_id,
         reason,
         without_nul(detail),
+    )
+
+
+async def open_staff_task(
+    conn: Conn,
+    conversation_id: int,
+    client_id: str | None,
+    *,
+    reason: str,
+    detail: Mapping[str, Any],
+    key: str,
+) -> None:
+    """Open a staff task about one thing (a flow's key): once, however often asked."""
+    await conn.execute(
+        """
+        INSERT INTO escalations (conversation_id, client_id, reason, detail, key)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (key) DO NOTHING
+        """,
+        conversation_id,
+        client_id,
+        reason,
+        without_nul(dict(detail)),
+        key,
     )
 
 

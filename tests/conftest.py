@@ -27,7 +27,7 @@ _TABLES = """
     escalations, alert_preferences, billing_clients, billing_categories, billing_products,
     billing_product_prices, billing_product_upgrades, billing_services, billing_invoices,
     billing_domains, billing_upgrade_orders, billing_cancellation_requests, billing_quotes,
-    events, whmcs_clients, whmcs_requests
+    events, whmcs_clients, whmcs_requests, commands
 """
 
 
