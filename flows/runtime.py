@@ -503,7 +503,9 @@ def _check_declaration(cls: type[Step]) -> None:
         raise TypeError(f"{cls.__name__}.LITERAL names unknown states {cls.LITERAL - states}")
     for t in cls.TRANSITIONS:
         sources = t["source"] if isinstance(t["source"], list) else [t["source"]]
-        unknown = [s for s in (*sources, t["dest"]) if s not in states and s not in ("*", "=")]
+        # A dest of None is an internal transition: callbacks run, the state stays.
+        named = [s for s in (*sources, t["dest"]) if s is not None]
+        unknown = [s for s in named if s not in states and s not in ("*", "=")]
         if unknown:
             raise TypeError(f"{cls.__name__}: transition {t['trigger']!r} names {unknown}")
         for kind in _TRANSITION_CALLBACKS:
