@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -50,7 +50,12 @@ def server_env(database_url: str, api_url: str, port: int, **extra: str) -> dict
 
 
 class ServerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *, command: Sequence[str] = ("bot", "serve")
+    ) -> None:
+        """`python -m bot serve`, or another `python -m` command (tests/serve_with_test_flows
+        serves with the test-only flows registered)."""
+        self.command = command
         self.env = env
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -65,7 +70,7 @@ class ServerProcess:
     def spawn(self) -> None:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"],
+            [sys.executable, "-m", *self.command],
             cwd=ROOT,
             env=self.env,
             stdout=self._log,
