@@ -1,4 +1,4 @@
-"""The WHMCS adapter's SQL (`bot/whmcs.py`): the phone → client index and the log of
+"""The WHMCS adapter's SQL (`bot/whmcs/`): the phone → client index and the log of
 writes that must happen at most once. The tables are in `006_whmcs.sql`."""
 
 from __future__ import annotations

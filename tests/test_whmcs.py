@@ -16,15 +16,10 @@ import pytest
 
 from bot.config import ConfigError, Settings
 from bot.fakes.whmcs import FailureKind, FakeWhmcs, whmcs_backend
-from bot.whmcs import (
-    ACTIONS,
-    ALREADY_REQUESTED,
-    WHMCS_ERROR,
-    UpgradePaths,
-    WhmcsBilling,
-    _formatted_money,
-)
+from bot.whmcs import ACTIONS, WHMCS_ERROR, UpgradePaths, WhmcsBilling
+from bot.whmcs.values import formatted_money as _formatted_money
 from flows.billing import (
+    ALREADY_REQUESTED,
     CYCLE_FIXED,
     CYCLE_NOT_SOLD,
     NOT_AN_UPGRADE,

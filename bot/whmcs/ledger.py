@@ -1,0 +1,166 @@
+"""Writes at most once per request id. WHMCS has no idempotency key, so UpgradeProduct
+and AddCancelRequest are recorded in `whmcs_requests` (`store/whmcs_index.py`) before
+they are sent, are never sent twice for one request id, and a repeat of the request gets
+the result recorded the first time, kept as JSON."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from bot.whmcs.api import NoAnswer, NotSent, WhmcsApi, loggable
+from flows.billing import (
+    BillingRefused,
+    BillingUnavailable,
+    CancellationKind,
+    CancellationRequest,
+    Invoice,
+    OutcomeUnknown,
+    PlacedUpgrade,
+    Product,
+)
+from flows.pricing import Policy, UpgradeQuote
+from store import whmcs_index as index
+
+log = logging.getLogger(__name__)
+
+
+class RequestLedger:
+    """The `whmcs_requests` log, and the one way to send a write that must not happen
+    twice."""
+
+    def __init__(self, pool: asyncpg.Pool, api: WhmcsApi) -> None:
+        self._pool = pool
+        self._api = api
+
+    async def recorded(self, request_id: str, action: str) -> dict[str, Any] | None:
+        """The result of this request made before, or None if it is new. OutcomeUnknown
+        if it was made and whether WHMCS acted is not known."""
+        record = await index.request_record(self._pool, request_id, action)
+        return None if record is None else _recorded_result(record)
+
+    async def claim(
+        self, request_id: str, action: str, client_id: str, params: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Record the request before it is sent: None when it is ours to send, else the
+        result of a twin of this request that got there first."""
+        claimed = await index.claim_request(self._pool, request_id, action, client_id, params)
+        return None if claimed is None else _recorded_result(claimed)
+
+    async def send_once(
+        self, request_id: str, action: str, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A write that must not happen twice, already claimed in `whmcs_requests`: sent
+        once, never retried. A lost answer leaves it `unknown` and raises OutcomeUnknown;
+        a certain failure releases the claim so that the request can be made again."""
+        try:
+            return await self._api.post(action, params)
+        except NotSent as e:
+            await index.release_request(self._pool, request_id, action)
+            log.warning("WHMCS %s not sent: %s", action, e)
+            raise BillingUnavailable(f"WHMCS {action}: {e}") from None
+        except (BillingRefused, BillingUnavailable):
+            await index.release_request(self._pool, request_id, action)
+            raise
+        except NoAnswer as e:
+            await index.mark_unknown(self._pool, request_id, action, str(e))
+            log.error(
+                "WHMCS %s for request %s (%s): %s; whether WHMCS acted is unknown, a person "
+                "must check before it is tried again",
+                action,
+                request_id,
+                loggable(params),
+                e,
+            )
+            raise OutcomeUnknown(f"WHMCS {action}: {e}") from None
+
+    async def finish(self, request_id: str, action: str, result: dict[str, Any]) -> None:
+        await index.finish_request(self._pool, request_id, action, result)
+
+    async def upgrade_invoice_service(self, client_id: str, invoice_id: str) -> str | None:
+        """The service an upgrade invoice bills: WHMCS's invoice line does not say, the
+        UpgradeProduct we recorded does."""
+        return await index.upgrade_invoice_service(self._pool, client_id, invoice_id)
+
+
+def _recorded_result(record: index.RequestRecord) -> dict[str, Any]:
+    if record.status == "done" and record.result is not None:
+        return record.result
+    raise OutcomeUnknown(
+        f"{record.action} for request {record.request_id} is {record.status}: "
+        "whether WHMCS acted is unknown, a person must check"
+    )
+
+
+def quote_json(quote: UpgradeQuote) -> dict[str, Any]:
+    return {
+        "amount": str(quote.amount),
+        "policy": quote.policy.value,
+        "cycle": quote.cycle,
+        "new_recurring": str(quote.new_recurring),
+        "next_due": quote.next_due.isoformat(),
+        "days_left": quote.days_left,
+        "days_in_cycle": quote.days_in_cycle,
+    }
+
+
+def product_json(product: Product) -> dict[str, Any]:
+    return {
+        "id": product.id,
+        "category_id": product.category_id,
+        "name": product.name,
+        "prices": {cycle: str(price) for cycle, price in product.prices.items()},
+    }
+
+
+def invoice_json(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "id": invoice.id,
+        "client_id": invoice.client_id,
+        "service_id": invoice.service_id,
+        "total": str(invoice.total),
+        "status": invoice.status,
+        "due": invoice.due.isoformat() if invoice.due else None,
+    }
+
+
+def placed_from(result: Mapping[str, Any]) -> PlacedUpgrade:
+    q, p, i = result["quote"], result["product"], result["invoice"]
+    return PlacedUpgrade(
+        quote=UpgradeQuote(
+            amount=Decimal(q["amount"]),
+            policy=Policy(q["policy"]),
+            cycle=q["cycle"],
+            new_recurring=Decimal(q["new_recurring"]),
+            next_due=date.fromisoformat(q["next_due"]),
+            days_left=q["days_left"],
+            days_in_cycle=q["days_in_cycle"],
+        ),
+        product=Product(
+            p["id"], p["category_id"], p["name"], {c: Decimal(v) for c, v in p["prices"].items()}
+        ),
+        invoice=Invoice(
+            id=i["id"],
+            client_id=i["client_id"],
+            service_id=i["service_id"],
+            total=Decimal(i["total"]),
+            status=i["status"],
+            due=date.fromisoformat(i["due"]) if i["due"] else None,
+        ),
+        invoice_url=result["invoice_url"],
+    )
+
+
+def cancellation_from(result: Mapping[str, Any]) -> CancellationRequest:
+    return CancellationRequest(
+        id=result["id"],
+        service_id=result["service_id"],
+        kind=CancellationKind(result["kind"]),
+        reason=result["reason"],
+        requested_at=datetime.fromisoformat(result["requested_at"]),
+    )
