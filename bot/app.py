@@ -87,9 +87,9 @@ async def open_pool(settings: Settings, *, size: int | None = None) -> asyncpg.P
 
 
 def build_app(settings: Settings, *, workers: bool = True, http: bool = True) -> web.Application:
-    """The service: the HTTP endpoints and, with `workers`, the dispatcher, the sender and the command worker
-    running beside them. `http=False` is a background process (nothing is served; the
-    pool is sized for the workers alone)."""
+    """The service: the HTTP endpoints and, with `workers`, the dispatcher, the sender and
+    the command worker running beside them. `http=False` is a background process
+    (nothing is served; the pool is sized for the workers alone)."""
     app = web.Application(client_max_size=settings.webhook_max_bytes, middlewares=[no_500])
     app[SETTINGS] = settings
     app.router.add_get("/webhook", webhook.verify)

@@ -3,9 +3,11 @@
 `BILLING_BACKEND`.
 
 Every operation on a service names the client asking, and the backend checks the service
-is theirs: nothing about another account can leak through a guessed id. Operations that
-change something take a `request_id` (the inbound message's id): asked twice, they act
-once.
+is theirs: nothing about another account can leak through a guessed id.
+
+Flows only read (`BillingReader`); changes are commands (flows.commands) that the command
+worker makes after the turn commits, each with the command's idempotency key as its
+`request_id`: asked twice, a change acts once.
 """
 
 from __future__ import annotations

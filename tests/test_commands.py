@@ -10,22 +10,36 @@ then `si`. The help page's example is the fixture's: Juan paid 100 $ a year for
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 import tests.flows_for_tests  # noqa: F401  (registers the test-only flows)
+from bot.config import Settings
 from bot.fakes import payloads as wa_payloads
+from bot.fakes.whmcs import ApiCall, FailureKind, FakeWhmcs
+from bot.whmcs import WhmcsBilling
 from flows.billing import BillingUnavailable, OutcomeUnknown
-from tests.billing_fixture import JUAN_WA, MARIA_WA
+from store import whmcs_index
+from tests.billing_fixture import BILLING, JUAN_WA, MARIA_WA, SHARED_WA, UNKNOWN_WA
+from tests.flows_for_tests import QUOTED_ON
 from tests.harness import Stack, text_of
 
 ORDER = "pedir s1 p2 annually"
 KEY_PREFIX = "probe.order:"
 HELP_PAGE_UPGRADE = Decimal("50.00")  # paid 100 $/year, mid-year to a 150 $/year plan
+WHMCS_SETTINGS = (
+    "billing_backend",
+    "whmcs_url",
+    "whmcs_identifier",
+    "whmcs_secret",
+    "whmcs_access_key",
+    "whmcs_upgrades_file",
+)
 
 
 async def enter_probe(pool: asyncpg.Pool, wa_id: str) -> int:
@@ -248,3 +262,51 @@ async def test_a_turn_in_one_conversation_makes_another_hear_it_in_its_order(
     assert {r["status"] for r in rows} == {"done"}
     replies = [r["reply"] for r in rows]
     assert replies == sorted(replies)
+
+
+# -- a slow billing system holds up nobody else -----------------------------------------
+
+
+async def test_others_are_answered_while_a_command_waits_on_a_slow_billing_system(
+    pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    await whmcs_index.forget_everything(pool)
+    async with FakeWhmcs(BILLING, today=QUOTED_ON) as whmcs:
+        real = whmcs.settings_for(Settings(), tmp_path / "whmcs_upgrades.toml")
+        async with WhmcsBilling(real.with_(database_url=database_url), pool) as index:
+            await index.sync_clients()
+        backend = {name: getattr(real, name) for name in WHMCS_SETTINGS}
+        # The upgrade itself (not its calculation, `calconly`): WHMCS acts, then answers
+        # 10 s later.
+        whmcs.fail_next("UpgradeProduct", FailureKind.SLOW, where=_placing, delay=10.0)
+        async with Stack(database_url, **backend) as stack:
+            await enter_probe(pool, JUAN_WA)
+            service, product = whmcs.wid("services", "s1"), whmcs.wid("products", "p2")
+            await stack.say(JUAN_WA, f"pedir {service} {product} annually")
+            await stack.say(JUAN_WA, "si")
+            await wait_texts(stack, JUAN_WA, lambda t: t == "procesando")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not placed(whmcs):
+                assert loop.time() < deadline, "the command never reached WHMCS"
+                await asyncio.sleep(0.05)
+            # While WHMCS takes its time, other customers write and are answered.
+            for wa_id in (MARIA_WA, UNKNOWN_WA, SHARED_WA):
+                await stack.say(wa_id, "hola")
+            for wa_id in (MARIA_WA, UNKNOWN_WA, SHARED_WA):
+                await stack.replies(1, to=wa_id)
+            # …and all that while the command was still waiting on WHMCS.
+            assert (await the_command(pool))["status"] == "running"
+            assert not outcome_texts([text_of(m) for m in stack.fake.sent if m.to == JUAN_WA])
+            sent = await wait_texts(stack, JUAN_WA, lambda t: t.startswith("resultado"), timeout=30)
+    assert [t.split()[1] for t in outcome_texts(sent)] == ["done"]
+    assert len(placed(whmcs)) == 1
+
+
+def _placing(params: Mapping[str, str]) -> bool:
+    return params.get("calconly") != "true"
+
+
+def placed(whmcs: FakeWhmcs) -> list[ApiCall]:
+    """The UpgradeProduct calls that place an order (not the calculations)."""
+    return [c for c in whmcs.calls_of("UpgradeProduct") if _placing(c.params)]
