@@ -69,6 +69,7 @@ from flows.outbound import (
     Reply,
     Row,
     Section,
+    Template,
     Text,
     check_limits,
 )
@@ -294,11 +295,15 @@ class Step:
     def say(self, key: str, **params: object) -> None:
         self.send(Text(self.t(key, **params)))
 
-    def send(self, message: Message) -> None:
-        """Queue a message; one breaking WhatsApp's limits fails here, where it is built
+    def send(self, message: Message, *, template: Template | None = None) -> None:
+        """Queue a message, with the approved template to send instead when the
+        customer's 24 h window is closed (a message to someone who has not written lately).
+        One breaking WhatsApp's limits fails here, where it is built
         (flows.outbound.MessageLimitError), not after the turn has committed."""
         check_limits(message)
-        self.out.replies.append(Reply(message))
+        if template is not None:
+            check_limits(template)
+        self.out.replies.append(Reply(message, template))
 
     # -- doing --------------------------------------------------------------------------
     def command(self, command: Command) -> None:

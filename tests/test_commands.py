@@ -310,3 +310,34 @@ def _placing(params: Mapping[str, str]) -> bool:
 def placed(whmcs: FakeWhmcs) -> list[ApiCall]:
     """The UpgradeProduct calls that place an order (not the calculations)."""
     return [c for c in whmcs.calls_of("UpgradeProduct") if _placing(c.params)]
+
+
+# -- a command nobody handles fails loudly ----------------------------------------------
+
+
+async def test_a_command_the_dispatcher_does_not_handle_fails_the_turn() -> None:
+    from bot.dispatcher import Dispatcher, _Woken
+    from flows.catalog import default_catalog
+    from flows.runtime import Identity, IdentityStatus, Turn
+    from store.turns import ConversationRow
+
+    dispatcher = Dispatcher(None, Settings(), None, default_catalog(), None)  # type: ignore[arg-type]
+    conv = ConversationRow(1, JUAN_WA, JUAN_WA, None, None, None, "menu.main", {}, None, None)
+    turn = Turn("menu.main", {}, effects=[object()])  # type: ignore[list-item]
+    with pytest.raises(AssertionError):
+        await dispatcher._apply_effects(
+            None,  # type: ignore[arg-type]
+            conv,
+            Identity(IdentityStatus.UNKNOWN),
+            turn,
+            JUAN_WA,
+            woken=_Woken(),
+        )
+
+
+async def test_a_billing_command_the_worker_does_not_handle_fails_loudly() -> None:
+    from bot.commands import CommandWorker
+
+    worker = CommandWorker(None, Settings(), None, None)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError):
+        await worker._call(object())  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from flows.outbound import (
     ROW_TITLE_MAX,
     ListMessage,
     MessageLimitError,
+    Template,
     Text,
     limit_violations,
 )
@@ -365,3 +366,22 @@ async def test_a_button_title_from_the_catalog_is_never_shortened() -> None:
 
     with pytest.raises(MessageLimitError):
         await send(text_in("?"), state="test_longest.a")
+
+
+async def test_a_message_can_carry_its_template_for_a_closed_window_and_both_are_checked() -> None:
+    class Reaching(Step):
+        FLOW = "test_reaching"
+        STATES: ClassVar[tuple[str, ...]] = ("ok", "bad")
+        TRANSITIONS: ClassVar[list[dict[str, Any]]] = []
+
+        async def render_ok(self) -> None:
+            self.send(Text("Hola"), template=Template("aviso", body_params=("Juan",)))
+
+        async def render_bad(self) -> None:
+            # Template parameters may not hold newlines (SPEC §5).
+            self.send(Text("Hola"), template=Template("aviso", body_params=("a\nb",)))
+
+    turn = await send(text_in("?"), state="test_reaching.ok")
+    assert turn.replies[-1].template == Template("aviso", body_params=("Juan",))
+    with pytest.raises(MessageLimitError, match="newline"):
+        await send(text_in("?"), state="test_reaching.bad")
