@@ -54,6 +54,7 @@ from flows.options import (
     PAGE_NEXT,
     PAGE_PREVIOUS,
     Choice,
+    Page,
     fit_description,
     pages,
     shorten_titles,
@@ -412,7 +413,9 @@ class Step:
     def _page_row(self, row_id: str, title: str, first: int, last: int) -> Row:
         return Row(row_id, title, self.t("common.page_range", first=first, last=last))
 
-    def _page(self, count: int) -> Any:
+    def _page(self, count: int) -> Page:
+        """The page of a list of `count` options to show now (the first, unless this
+        state's list was paged on), remembered in the context."""
         split = pages(count)
         shown = self.ctx.get(PAGE_KEY)
         number = 0
@@ -460,7 +463,7 @@ class Step:
         return True
 
     async def _turn_page(self, choices: Sequence[Choice]) -> bool:
-        """ "Ver más" / "Anteriores", tapped or typed, on a paged list of this state."""
+        """Turn the page ("Ver más" / "Anteriores", tapped or typed) of this state's list."""
         shown = self.ctx.get(PAGE_KEY)
         if not isinstance(shown, dict) or shown.get("state") != self._full_state:
             return False
