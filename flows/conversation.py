@@ -29,7 +29,6 @@ from flows.runtime import (
     InboundKind,
     NumberChanged,
     Step,
-    StepResult,
     Turn,
     is_greeting,
     keep_only_kept,
@@ -55,7 +54,7 @@ async def handle(
     flow_cls, state = _resolve(conv.state)
     turn = Turn(state=f"{flow_cls.FLOW}.{state}", context=dict(conv.context))
 
-    async def run(cls: type[Step], at: str, act: Action, detached: bool = False) -> StepResult:
+    async def run(cls: type[Step], at: str, act: Action, detached: bool = False) -> bool:
         return await run_step(
             cls,
             at,
@@ -110,10 +109,10 @@ async def handle(
             return turn
 
     if literal and inbound.kind is InboundKind.TEXT:
-        result = await run(flow_cls, state, lambda s: s.on_text(text))
+        acted = await run(flow_cls, state, lambda s: s.on_text(text))
     else:
-        result = await run(flow_cls, state, lambda s: s.understand())
-    if result.acted:
+        acted = await run(flow_cls, state, lambda s: s.understand())
+    if acted:
         turn.context.pop(LADDER_KEY, None)
         return turn
 
@@ -187,7 +186,7 @@ async def _flow_message(
     inbound: Inbound,
     current: type[Step],
     state: str,
-    run: Callable[[type[Step], str, Action, bool], Awaitable[StepResult]],
+    run: Callable[[type[Step], str, Action, bool], Awaitable[bool]],
 ) -> None:
     """A command's outcome or a signal, for the flow it names: bound where the
     conversation is when that is the flow, else at the flow's first state (the hook sees

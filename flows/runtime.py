@@ -528,12 +528,6 @@ def split_state(full: str) -> tuple[str, str]:
     return flow, state
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
-    acted: bool  # the step understood the message (or the hook ran)
-    moved: bool  # the conversation changed state or flow
-
-
 Action = Callable[[Step], Awaitable[bool | None]]
 
 
@@ -548,10 +542,11 @@ async def run_step(
     conv: ConversationView,
     turn: Turn,
     detached: bool = False,
-) -> StepResult:
+) -> bool:
     """Bind a fresh step of `flow_cls` at `state`, run `act` on it, unbind it; then enter
     the flows it switched to (each saying its prompt), and record in `turn.state` where
-    the conversation is now.
+    the conversation is now. Returns whether the step acted (`act` did not say False:
+    the message was understood).
 
     A `detached` step visits a flow that does not hold the conversation (an outcome or a
     signal for a flow the customer has left): it may talk, and it moves the conversation
@@ -572,14 +567,13 @@ async def run_step(
         acted = await act(step) is not False
     finally:
         flow_cls._machine.remove_model(step)
-    before = turn.state
     if not detached:
         settle(step)
     elif step.state != state:
         raise RuntimeError(f"{flow_cls.FLOW} does not hold the conversation: it moves with goto")
     for _ in range(MAX_SWITCHES):
         if step.next is None:
-            return StepResult(acted, moved=turn.state != before or not detached)
+            return acted
         target, at, data = step.next
         step = bind(target, at)
         settle(step)
