@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
@@ -81,13 +81,6 @@ class _TurnFailed(Exception):
 class _Decision:
     turn: Turn
     identity: Identity
-
-
-@dataclass(slots=True)
-class _Woken:
-    """Which workers a batch's commit has work for."""
-
-    channels: set[str] = field(default_factory=set)
 
 
 class Dispatcher:
@@ -161,7 +154,7 @@ class Dispatcher:
         error that breaks the whole transaction saves nothing: the next claims then go one
         message at a time, so the message that caused it fails alone."""
         limit = 1 if self._one_by_one > 0 else self.settings.dispatch_batch
-        woken = _Woken()
+        woken: set[str] = set()  # the channels whose workers this batch has work for
         starts: list[turns.TurnStart] = []
         failed: list[tuple[turns.ClaimedMessage, Exception]] = []
         saved: list[turns.SavedTurn] = []
@@ -195,15 +188,15 @@ class Dispatcher:
                 return len(starts)
             failed = [(starts[0].message, e)]
             saved = []
-            woken.channels.clear()
+            woken.clear()
         finally:
             if limit == 1 and starts:
                 self._one_by_one = max(0, self._one_by_one - 1)
         if saved:
             metrics.TURNS.labels(result="done").inc(len(saved))
             if any(t.replies for t in saved):
-                woken.channels.add(OUTBOX)
-            for channel in sorted(woken.channels):
+                woken.add(OUTBOX)
+            for channel in sorted(woken):
                 self.signals.notify(channel)
         for message, error in failed:
             await self._record_failure(message, error)
@@ -254,7 +247,7 @@ class Dispatcher:
         return _Decision(turn, identity)
 
     async def _write(
-        self, conn: Conn, start: turns.TurnStart, decision: _Decision, woken: _Woken
+        self, conn: Conn, start: turns.TurnStart, decision: _Decision, woken: set[str]
     ) -> turns.SavedTurn:
         """Apply the turn's effects in the batch's transaction (behind a savepoint, so a
         failing one takes back only this turn's: _TurnFailed) and say what to save."""
@@ -299,7 +292,7 @@ class Dispatcher:
         turn: Turn,
         recipient: str,
         *,
-        woken: _Woken,
+        woken: set[str],
     ) -> str:
         """The turn's commands, in its transaction: local ones applied, billing ones
         queued for the command worker. A command nobody handles fails the turn (and,
@@ -325,7 +318,7 @@ class Dispatcher:
                     wamid = f"signal:{key}"
                     message = signal_message(wamid, effect, conv.id)
                     if await commands.enqueue_system_message(conn, to, wamid, message):
-                        woken.channels.add(INBOX)
+                        woken.add(INBOX)
                 case (
                     PlaceUpgrade() | RequestCancellation() | StopDomainRenewal() | TransferService()
                 ):
@@ -337,7 +330,7 @@ class Dispatcher:
                         kind=effect.KIND,
                         params=command_params(effect),
                     )
-                    woken.channels.add(COMMANDS)
+                    woken.add(COMMANDS)
                 case _:
                     assert_never(effect)
         return recipient

@@ -316,7 +316,7 @@ def placed(whmcs: FakeWhmcs) -> list[ApiCall]:
 
 
 async def test_a_command_the_dispatcher_does_not_handle_fails_the_turn() -> None:
-    from bot.dispatcher import Dispatcher, _Woken
+    from bot.dispatcher import Dispatcher
     from flows.catalog import default_catalog
     from flows.runtime import Identity, IdentityStatus, Turn
     from store.turns import ConversationRow
@@ -331,7 +331,7 @@ async def test_a_command_the_dispatcher_does_not_handle_fails_the_turn() -> None
             Identity(IdentityStatus.UNKNOWN),
             turn,
             JUAN_WA,
-            woken=_Woken(),
+            woken=set(),
         )
 
 
