@@ -32,6 +32,18 @@ WEBHOOKS = Counter(
 WEBHOOK_MESSAGES = Counter(
     "webhook_messages_total", "Inbound messages stored in the inbox", registry=REGISTRY
 )
+WEBHOOK_ERRORS = Counter(
+    "webhook_errors_total",
+    "Errors Meta reports inside webhooks (value.errors), by code",
+    ["code"],
+    registry=REGISTRY,
+)
+WEBHOOK_OTHER_FIELDS = Counter(
+    "webhook_other_fields_total",
+    "Webhook changes of a field other than messages (standby, handovers…), not answered",
+    ["field"],
+    registry=REGISTRY,
+)
 WEBHOOK_STATUSES = Counter(
     "webhook_statuses_total", "Status updates received", ["status"], registry=REGISTRY
 )

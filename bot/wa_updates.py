@@ -44,11 +44,24 @@ class StatusUpdate:
     error_title: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReportedError:
+    """An error Meta reports about the webhook itself (`value.errors`), e.g. a message it
+    could not deliver to us (131051, unsupported type)."""
+
+    code: int | None
+    title: str
+
+
 @dataclass(slots=True)
 class ParsedUpdate:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     foreign_phone_ids: list[str] = field(default_factory=list)
+    # Changes of another field than `messages` (standby, messaging_handovers, account and
+    # template updates…): not conversation input.
+    other_fields: list[str] = field(default_factory=list)
+    errors: list[ReportedError] = field(default_factory=list)
     skipped: int = 0  # items without the fields we need (logged by the caller)
 
 
@@ -78,6 +91,14 @@ def parse(payload: Any, phone_number_id: str) -> ParsedUpdate:
             if not isinstance(value, dict):
                 out.skipped += 1
                 continue
+            # Only `messages` is ours to answer. A `standby` change has the same shape but
+            # is a conversation another app (Meta's Business Agent) is handling: replying
+            # would take it over (developers.facebook.com/documentation/business-messaging/
+            # whatsapp/webhooks/reference/standby).
+            changed = change.get("field")
+            if changed != "messages":
+                out.other_fields.append(str(changed))
+                continue
             metadata = value.get("metadata")
             their_phone_id = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
             if phone_number_id and their_phone_id != phone_number_id:
@@ -88,6 +109,12 @@ def parse(payload: Any, phone_number_id: str) -> ParsedUpdate:
 
 
 def _parse_value(value: dict[str, Any], out: ParsedUpdate) -> None:
+    for error in _list(value.get("errors")):
+        if isinstance(error, dict):
+            code = error.get("code")
+            title = _str(error.get("title")) or _str(error.get("message")) or ""
+            number = code if isinstance(code, int) and not isinstance(code, bool) else None
+            out.errors.append(ReportedError(number, title))
     contacts = [c for c in _list(value.get("contacts")) if isinstance(c, dict)]
     for msg in _list(value.get("messages")):
         item = _message(msg, contacts) if isinstance(msg, dict) else None

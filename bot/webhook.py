@@ -90,6 +90,11 @@ async def receive(request: web.Request) -> web.Response:
         log.warning("webhook change for another phone_number_id %s ignored", phone_id)
     if parsed.skipped:
         log.warning("webhook: %d items without the fields we need, skipped", parsed.skipped)
+    for error in parsed.errors:
+        log.warning("webhook reports error %s: %s", error.code, error.title)
+        metrics.WEBHOOK_ERRORS.labels(code=str(error.code)).inc()
+    for other in parsed.other_fields:
+        metrics.WEBHOOK_OTHER_FIELDS.labels(field=other[:40]).inc()
 
     messages = [inbox.NewMessage(m.wamid, m.conversation_key, m.data) for m in parsed.messages]
     statuses = [
@@ -104,7 +109,13 @@ async def receive(request: web.Request) -> web.Response:
         for s in parsed.statuses
     ]
     if not messages and not statuses:
-        metrics.WEBHOOKS.labels(outcome="empty").inc()
+        if parsed.errors:
+            outcome = "errors"
+        elif parsed.other_fields:
+            outcome = "other_field"
+        else:
+            outcome = "empty"
+        metrics.WEBHOOKS.labels(outcome=outcome).inc()
         return web.json_response({"status": "ok"})
     try:
         if messages:

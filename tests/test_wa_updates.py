@@ -386,3 +386,30 @@ def test_a_message_timestamp_that_is_not_unix_seconds_is_dropped(timestamp: str)
     _, data = only_message(wa.messages_update(PHONE_ID, [item]))
     assert data["timestamp"] is None
     assert as_inbound(data).text == "hola"
+
+
+# -- only the messages field is conversation input ---------------------------------------
+
+
+def test_a_standby_change_is_not_conversation_input() -> None:
+    """Standby webhooks have the messages shape but belong to a conversation another app
+    (Meta's Business Agent) holds; answering one would take it over."""
+    standby = wa.standby_update(PHONE_ID, [wa.inbound_text(MARIA, "hola")])
+    payload = wa.messages_update(PHONE_ID, [wa.inbound_text(JUAN, "hola")])
+    payload["entry"][0]["changes"] += standby["entry"][0]["changes"]
+    parsed = parse(payload, PHONE_ID)
+    assert [m.conversation_key for m in parsed.messages] == [JUAN]
+    assert parsed.other_fields == ["standby"]
+
+
+def test_a_change_without_a_field_is_not_read_as_messages() -> None:
+    payload = wa.messages_update(PHONE_ID, [wa.inbound_text(JUAN, "hola")])
+    del payload["entry"][0]["changes"][0]["field"]
+    parsed = parse(payload, PHONE_ID)
+    assert parsed.messages == [] and parsed.other_fields == ["None"]
+
+
+def test_errors_meta_reports_in_a_change_are_read() -> None:
+    parsed = parse(wa.errors_update(PHONE_ID, [(131051, "Message type unknown")]), PHONE_ID)
+    assert [(e.code, e.title) for e in parsed.errors] == [(131051, "Message type unknown")]
+    assert parsed.messages == [] and parsed.statuses == []

@@ -14,7 +14,7 @@ import pytest
 from bot.fakes import payloads as wa_payloads
 from bot.signatures import sign
 from flows.catalog import default_catalog
-from tests.billing_fixture import JUAN_WA
+from tests.billing_fixture import JUAN_WA, MARIA_WA
 from tests.harness import APP_SECRET, PHONE_ID, VERIFY_TOKEN, Stack, text_of
 
 CATALOG = default_catalog()
@@ -222,3 +222,28 @@ async def test_database_down_means_503_not_500(pool: asyncpg.Pool, database_url:
         assert stack.session is not None
         async with stack.session.get(f"{stack.url}/healthz") as r:
             assert r.status == 503
+
+
+async def test_standby_and_errors_are_counted_not_answered(
+    pool: asyncpg.Pool, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Stack(database_url) as stack:
+        standby = wa_payloads.standby_update(PHONE_ID, [wa_payloads.inbound_text(MARIA_WA, "?")])
+        payload = wa_payloads.messages_update(PHONE_ID, [wa_payloads.inbound_text(JUAN_WA, "hola")])
+        payload["entry"][0]["changes"] += standby["entry"][0]["changes"]
+        assert await stack.post(payload) == 200
+        # Stored before the 200: Juan's message only, never the standby one.
+        stored = await pool.fetch("SELECT conversation_key FROM inbox")
+        assert [r["conversation_key"] for r in stored] == [JUAN_WA]
+        with caplog.at_level(logging.WARNING, logger="bot.webhook"):
+            errors = wa_payloads.errors_update(PHONE_ID, [(131051, "Message type unknown")])
+            assert await stack.post(errors) == 200
+        await stack.replies(1, to=JUAN_WA)
+        assert stack.session is not None
+        async with stack.session.get(f"{stack.url}/metrics") as r:
+            page = await r.text()
+    assert 'webhook_other_fields_total{field="standby"} 1.0' in page
+    assert 'webhook_errors_total{code="131051"} 1.0' in page
+    assert 'webhook_requests_total{outcome="errors"} 1.0' in page
+    assert "131051" in caplog.text and "Message type unknown" in caplog.text
+    assert all(m.to == JUAN_WA for m in stack.fake.sent)

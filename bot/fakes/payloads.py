@@ -518,14 +518,45 @@ def _change_value(
     return value
 
 
-def _envelope(waba_id: str, entries: list[list[JSONDict]]) -> JSONDict:
+def _envelope(waba_id: str, entries: list[list[JSONDict]], field: str = "messages") -> JSONDict:
     return {
         "object": "whatsapp_business_account",
         "entry": [
-            {"id": waba_id, "changes": [{"value": value, "field": "messages"} for value in values]}
+            {"id": waba_id, "changes": [{"value": value, "field": field} for value in values]}
             for values in entries
         ],
     }
+
+
+def standby_update(
+    phone_number_id: str,
+    items: Sequence[InboundItem],
+    *,
+    display_phone_number: str = DEFAULT_DISPLAY_PHONE_NUMBER,
+    waba_id: str = DEFAULT_WABA_ID,
+) -> JSONDict:
+    """`items` as a standby webhook: the same shape as `messages_update`, under the
+    `standby` field, sent while another app (Meta's Business Agent) holds the
+    conversation and ours only listens."""
+    value = _change_value(phone_number_id, display_phone_number, items, (), status_contacts=False)
+    return _envelope(waba_id, [[value]], field="standby")
+
+
+def errors_update(
+    phone_number_id: str,
+    errors: Sequence[tuple[int, str]],
+    *,
+    display_phone_number: str = DEFAULT_DISPLAY_PHONE_NUMBER,
+    waba_id: str = DEFAULT_WABA_ID,
+) -> JSONDict:
+    """A `messages` change carrying only errors (`value.errors`), as Meta sends when it
+    could not hand us something (e.g. 131051, a message type it does not support)."""
+    value = _change_value(phone_number_id, display_phone_number, (), (), status_contacts=False)
+    value["errors"] = [
+        {"code": code, "title": title, "message": title, "error_data": {"details": title}}
+        for code, title in errors
+    ]
+    return _envelope(waba_id, [[value]])
 
 
 def messages_update(
