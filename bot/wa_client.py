@@ -7,11 +7,13 @@ transport that rewrites scheme, host and port and leaves the path alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import httpx
 from pywa_async.client import WhatsApp
 from pywa_async.types.callback import Button, Section, SectionList, SectionRow
-from pywa_async.types.templates import BodyText, TemplateLanguage
+from pywa_async.types.templates import BodyText
 
 from flows.outbound import Buttons, ListMessage, Message, Template, Text
 
@@ -121,6 +123,7 @@ class CloudAPI:
         if api_url.rstrip("/") != "https://graph.facebook.com":
             transport = RedirectTransport(api_url, inner)
         self._session = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout))
+        self._phone_id = phone_id
         self._wa = WhatsApp(
             phone_id=phone_id,
             token=token or "unset",
@@ -133,54 +136,77 @@ class CloudAPI:
         await self._session.aclose()
 
     async def send(self, to: str, message: Message | Template, *, tracker: str) -> str:
-        match message:
-            case Text(body=body, preview_url=preview):
-                sent = await self._wa.send_message(
-                    to=to, text=body, preview_url=preview, tracker=tracker
-                )
-            case Buttons(body=body, buttons=buttons, header=header, footer=footer):
-                sent = await self._wa.send_message(
-                    to=to,
-                    text=body,
-                    header=header,
-                    footer=footer,
-                    buttons=[Button(title=b.title, callback_data=b.id) for b in buttons],
-                    tracker=tracker,
-                )
-            case ListMessage(
-                body=body, button=button, sections=sections, header=header, footer=footer
-            ):
-                sent = await self._wa.send_message(
-                    to=to,
-                    text=body,
-                    header=header,
-                    footer=footer,
-                    buttons=SectionList(
-                        button_title=button,
-                        sections=[
-                            Section(
-                                title=s.title,
-                                rows=[
-                                    SectionRow(
-                                        title=r.title,
-                                        callback_data=r.id,
-                                        description=r.description or None,
-                                    )
-                                    for r in s.rows
-                                ],
+        """Send through pywa's Graph API layer, addressing the recipient ourselves.
+
+        pywa's own send methods guess the kind of recipient from its shape: digits are a
+        phone, `CC.digits` a business-scoped user id, anything else a *group*. BSUIDs are
+        opaque (Meta promises no format), so one with letters would go out as a group
+        message. A recipient here is a phone when it is all digits and a BSUID otherwise,
+        never a group."""
+        typ, body = _graph_message(message)
+        answer = await self._wa.api.send_message(
+            sender=self._phone_id,
+            **_addressed(to),
+            typ=typ,
+            msg=body,
+            biz_opaque_callback_data=tracker,
+        )
+        return str(answer["messages"][0]["id"])
+
+
+def _addressed(to: str) -> dict[str, Any]:
+    """`to` for a phone (a WhatsApp id, digits), `recipient` for a business-scoped user
+    id; always an individual."""
+    if to.isascii() and to.isdigit():
+        return {"to": to, "recipient": None, "recipient_type": "individual"}
+    return {"to": None, "recipient": to, "recipient_type": "individual"}
+
+
+def _graph_message(message: Message | Template) -> tuple[str, dict[str, Any]]:
+    """The Cloud API's `type` and its object for a message (pywa's types build the
+    buttons, lists and template parameters)."""
+    match message:
+        case Text(body=body, preview_url=preview):
+            return "text", {"body": body, "preview_url": preview}
+        case Buttons(body=body, buttons=buttons, header=header, footer=footer):
+            action = {
+                "buttons": [Button(title=b.title, callback_data=b.id).to_dict() for b in buttons]
+            }
+            return "interactive", _interactive("button", action, body, header, footer)
+        case ListMessage(body=body, button=button, sections=sections, header=header, footer=footer):
+            action = SectionList(
+                button_title=button,
+                sections=[
+                    Section(
+                        title=s.title,
+                        rows=[
+                            SectionRow(
+                                title=r.title,
+                                callback_data=r.id,
+                                description=r.description or None,
                             )
-                            for s in sections
+                            for r in s.rows
                         ],
-                    ),
-                    tracker=tracker,
-                )
-            case Template(name=name, language=language, body_params=params):
-                sent_template = await self._wa.send_template(
-                    to=to,
-                    name=name,
-                    language=TemplateLanguage(language),
-                    params=[BodyText.params(*params)] if params else [],  # type: ignore[arg-type]
-                    tracker=tracker,
-                )
-                return str(sent_template.id)
-        return str(sent.id)
+                    )
+                    for s in sections
+                ],
+            ).to_dict()
+            return "interactive", _interactive("list", action, body, header, footer)
+        case Template(name=name, language=language, body_params=params):
+            template: dict[str, Any] = {"name": name, "language": {"code": language}}
+            if params:
+                # pywa types `params` as its own objects; plain strings are what it sends.
+                body_text = BodyText.params(*params)  # type: ignore[arg-type]
+                template["components"] = [body_text.to_dict()]
+            return "template", template
+
+
+def _interactive(
+    typ: str, action: dict[str, Any], body: str, header: str | None, footer: str | None
+) -> dict[str, Any]:
+    interactive: dict[str, Any] = {"type": typ, "action": action, "body": {"text": body}}
+    if header:
+        interactive["header"] = {"type": "text", "text": header}
+    if footer:
+        interactive["footer"] = {"text": footer}
+    return interactive

@@ -269,6 +269,9 @@ async def test_unknown_phone_id_is_400_code_100(
         ({"to": CUSTOMER, "type": "text", "text": {"body": "x"}}, 100, "messaging_product"),
         ({**text_send(), "to": None}, 100, "to"),
         ({**text_send(), "type": "carrier_pigeon"}, 100, "type"),
+        # A user id with letters sent as a group (what pywa's guess makes of it).
+        ({**text_send(to="AR.Ab3dZ9kQx7"), "recipient_type": "group"}, 100, "group"),
+        (text_send(to="AR.Ab3dZ9kQx7"), 100, "recipient"),
         (buttons_send(["a", "b", "c", "d"]), 131009, "Max count: 3"),
         (buttons_send(["x" * 21]), 131009, "Button title"),
         (buttons_send(["Sí", "Sí"]), 131009, "duplicate"),

@@ -247,3 +247,20 @@ async def test_standby_and_errors_are_counted_not_answered(
     assert 'webhook_requests_total{outcome="errors"} 1.0' in page
     assert "131051" in caplog.text and "Message type unknown" in caplog.text
     assert all(m.to == JUAN_WA for m in stack.fake.sent)
+
+
+@pytest.mark.parametrize(
+    "bsuid", ["AR.1502576394655843", "AR.Ab3dZ9kQx7", "US.ENT.11815799212886844830", "x-9f2c"]
+)
+async def test_business_scoped_ids_are_opaque_and_always_an_individual(
+    pool: asyncpg.Pool, database_url: str, bsuid: str
+) -> None:
+    """Meta promises no format for a BSUID: one with letters is still a person, addressed
+    by `recipient`, never sent as a group message (which the Cloud API refuses)."""
+    async with Stack(database_url) as stack:
+        assert await stack.send(wa_payloads.inbound_text(None, "hola", user_id=bsuid)) == 200
+        [reply] = await stack.replies(1)
+    assert reply.body.get("recipient") == bsuid
+    assert reply.body.get("recipient_type") == "individual"
+    assert "to" not in reply.body
+    assert stack.fake.failed_sends == []

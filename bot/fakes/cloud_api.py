@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import random
+import re
 import secrets
 import signal
 from collections import deque
@@ -252,6 +253,9 @@ def _object(body: JSONDict, key: str, param: str) -> JSONDict:
     return value
 
 
+_PHONE = re.compile(r"\+?[0-9 ()-]{5,20}")
+
+
 def _validate(body: JSONDict) -> tuple[str, str]:
     """The recipient and type of a valid send; raises `_Rejected` like Meta otherwise."""
     if body.get("messaging_product") != "whatsapp":
@@ -261,6 +265,16 @@ def _validate(body: JSONDict) -> tuple[str, str]:
     target = to if to is not None else recipient
     if not isinstance(target, str) or not target:
         raise _missing("to")
+    # A user is addressed by phone (`to`) or by business-scoped user id (`recipient`, an
+    # opaque string); recipient_type "group" means `to` is a group id, and this number
+    # has no groups.
+    recipient_type = body.get("recipient_type", "individual")
+    if recipient_type == "group":
+        raise _Rejected(100, f"Invalid parameter: no group with id {target!r}")
+    if recipient_type != "individual":
+        raise _Rejected(100, "Param recipient_type must be one of {group, individual}")
+    if to is not None and not _PHONE.fullmatch(str(to)):
+        raise _Rejected(100, "Param to must be a phone number; use recipient for a user id")
     type_ = body.get("type", "text")  # Meta defaults a missing type to text
     if type_ not in MESSAGE_TYPES:
         raise _Rejected(100, f"Param type must be one of {{{', '.join(sorted(MESSAGE_TYPES))}}}")
