@@ -433,6 +433,35 @@ async def test_invoices_mapped(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
     assert await billing.list_invoices("") == []
 
 
+async def test_invoices_that_tie_in_whmcs_order_are_all_read_once(
+    billing: WhmcsBilling, fake: FakeWhmcs
+) -> None:
+    """250 unpaid invoices due the same day tie in GetInvoices' default order, which the
+    database returns in a different order on each page: paged by offset in that order,
+    some are read twice and others never (an unpaid one hidden from the transfer check)."""
+    fake.load(
+        {
+            "invoices": [
+                {
+                    "id": str(1000 + n),
+                    "client": "1",
+                    "service": "11",
+                    "total": "10.00",
+                    "status": "unpaid",
+                    "due": "2026-08-01",
+                }
+                for n in range(250)
+            ]
+        }
+    )
+    invoices = await billing.list_invoices("1", status="unpaid")
+    ids = [i.id for i in invoices]
+    assert len(ids) == len(set(ids)) == 251  # the 250 and invoice 101
+    assert {str(1000 + n) for n in range(250)} <= set(ids)
+    pages = fake.calls_of("GetInvoices")
+    assert len(pages) == 3 and all(c.params.get("orderby") == "id" for c in pages)
+
+
 async def test_domains_and_stopping_renewal(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
     (domain,) = await billing.list_domains("1")
     assert (domain.id, domain.name, domain.status) == ("200", "juanperez.com.ar", "active")

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import secrets
 import signal
 import tempfile
@@ -306,6 +307,8 @@ class FakeWhmcs:
         self.calls: list[ApiCall] = []
 
         self._failures: deque[_Failure] = deque()
+        # How MySQL happens to order rows that tie under ORDER BY (seeded: reproducible).
+        self._ties = random.Random(7)
         self._seq = 0
         self._next_order = 1
         self._next_item = 1
@@ -855,10 +858,7 @@ class FakeWhmcs:
             rows = [i for i in rows if i.status == "Unpaid" and i.duedate < self._today()]
         elif status:
             rows = [i for i in rows if i.status == status]
-        # WHMCS's default order: status descending, then due date.
-        rows.sort(key=lambda i: i.id)
-        rows.sort(key=lambda i: i.duedate)
-        rows.sort(key=lambda i: i.status, reverse=True)
+        rows = self._ordered_invoices(rows, params.get("orderby", ""), params.get("order", ""))
         start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
         page = rows[start : start + num]
         listed: JSONDict | list[Any] = (
@@ -871,6 +871,29 @@ class FakeWhmcs:
             "numreturned": len(page),
             "invoices": listed,
         }
+
+    def _ordered_invoices(
+        self, rows: list[FakeInvoice], orderby: str, order: str
+    ) -> list[FakeInvoice]:
+        """GetInvoices' ORDER BY as the database runs it: by `orderby` (by default status
+        descending, then due date) with nothing to break ties, so invoices that tie come
+        back in any order, a different one from one call to the next — offset paging over
+        them skips some and repeats others. Only `orderby=id` is a total order."""
+        descending = order.lower() == "desc"
+        if orderby == "id":
+            return sorted(rows, key=lambda i: i.id, reverse=descending)
+        keys: dict[str, Callable[[FakeInvoice], Any]] = {
+            "duedate": lambda i: i.duedate,
+            "date": lambda i: i.issued,
+            "total": lambda i: i.total,
+            "status": lambda i: i.status,
+        }
+        shuffled = list(rows)
+        self._ties.shuffle(shuffled)
+        if orderby in keys:
+            return sorted(shuffled, key=keys[orderby], reverse=descending)
+        by_due = sorted(shuffled, key=lambda i: i.duedate)
+        return sorted(by_due, key=lambda i: i.status, reverse=True)
 
     def _invoice_row(self, i: FakeInvoice) -> JSONDict:
         client = self.clients.get(i.userid)

@@ -172,7 +172,11 @@ class WhmcsBilling:
         cid = wid(client_id)
         if cid is None:
             return []
-        found = await self._api.pages("GetInvoices", {"userid": cid}, "invoices", "invoice")
+        # Ordered by id: the default order ties (status, due date) and offset paging over
+        # ties skips or repeats rows — an unpaid invoice could hide from a check.
+        found = await self._api.pages(
+            "GetInvoices", {"userid": cid, "orderby": "id", "order": "asc"}, "invoices", "invoice"
+        )
         invoices = [
             invoice
             for invoice in (invoice_from(r, cid) for r in found if as_text(r.get("userid")) == cid)
