@@ -352,7 +352,7 @@ class Dispatcher:
     async def _apologise(self, claimed: turns.ClaimedMessage) -> None:
         """A message we could not process even after retries still gets an answer."""
         inbound = Inbound.from_inbox(claimed.data)
-        if inbound.kind in (InboundKind.SYSTEM, InboundKind.REACTION):
+        if inbound.kind in (InboundKind.SYSTEM, InboundKind.REACTION, InboundKind.REVOKED):
             return
         async with self.pool.acquire() as conn, conn.transaction():
             conv = await _lock_conversation(conn, claimed, inbound)

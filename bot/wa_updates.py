@@ -19,6 +19,8 @@ from typing import Any
 
 # Message types we read; anything else is answered with "I can only read text".
 _CHOICE_TYPES = {"interactive", "button"}
+# Media that can carry a caption.
+_CAPTIONED = {"image", "video", "document"}
 _STATUS_ORDER = ("sent", "delivered", "read", "failed")
 
 
@@ -192,6 +194,32 @@ def _content(mtype: str, msg: dict[str, Any]) -> dict[str, Any]:
         if reply is not None:
             choice_id, title = reply
             return {"kind": "choice", "choice_id": choice_id, "text": title}
+    if mtype in _CAPTIONED:
+        # A photo or a file with words under it: the words are read, the file is not.
+        media = msg.get(mtype) if isinstance(msg.get(mtype), dict) else {}
+        assert isinstance(media, dict)
+        caption = _str(media.get("caption"))
+        if caption and caption.strip():
+            return {"kind": "text", "text": caption, "media": mtype}
+    if mtype == "request_welcome":
+        # The user opened the chat with us for the first time (developers.facebook.com/
+        # documentation/business-messaging/whatsapp/webhooks/reference/messages).
+        return {"kind": "welcome"}
+    if mtype == "edit":
+        # The user edited an earlier message: what it says now is read as a new message,
+        # and the original, if not answered yet, is not (store/inbox.py).
+        edit = msg.get("edit") if isinstance(msg.get("edit"), dict) else {}
+        assert isinstance(edit, dict)
+        inner = edit.get("message") if isinstance(edit.get("message"), dict) else {}
+        assert isinstance(inner, dict)
+        content = _content(_str(inner.get("type")) or "unknown", inner)
+        return {**content, "replaces": _str(edit.get("original_message_id"))}
+    if mtype == "revoke":
+        # The user deleted an earlier message: nothing to answer, and the original, if
+        # not answered yet, is not.
+        revoke = msg.get("revoke") if isinstance(msg.get("revoke"), dict) else {}
+        assert isinstance(revoke, dict)
+        return {"kind": "revoked", "replaces": _str(revoke.get("original_message_id"))}
     if mtype == "reaction":
         return {"kind": "reaction"}
     if mtype == "system":

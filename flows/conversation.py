@@ -51,6 +51,21 @@ async def handle(
     deps: Deps,
     now: datetime,
 ) -> Turn:
+    turn = await _handle(conv, inbound, identity, deps, now)
+    if inbound.media is not None:
+        # A photo or file with a caption: the caption was answered; say first that the
+        # file itself was not read.
+        turn.replies.insert(0, _text(deps, "common.media_declined"))
+    return turn
+
+
+async def _handle(
+    conv: ConversationView,
+    inbound: Inbound,
+    identity: Identity,
+    deps: Deps,
+    now: datetime,
+) -> Turn:
     flow_cls, state = _resolve(conv.state)
     turn = Turn(state=f"{flow_cls.FLOW}.{state}", context=dict(conv.context))
 
@@ -78,8 +93,9 @@ async def handle(
         else:
             _system_notice(inbound, identity, conv, deps, turn)
         return turn
-    if inbound.kind is InboundKind.REACTION:
-        # A thumbs-up on our last answer needs no answer of its own.
+    if inbound.kind in (InboundKind.REACTION, InboundKind.REVOKED):
+        # A thumbs-up on our last answer needs no answer of its own; a message the
+        # customer deleted is not answered either.
         return turn
 
     expired = (
@@ -96,6 +112,10 @@ async def handle(
 
     if inbound.kind is InboundKind.UNSUPPORTED:
         turn.replies.append(_text(deps, "common.unsupported"))
+        return turn
+    if inbound.kind is InboundKind.WELCOME:
+        # The customer opened the chat: the greeting a "hola" gets.
+        await menu("go_menu")
         return turn
 
     text = inbound.text

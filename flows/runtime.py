@@ -104,6 +104,8 @@ class InboundKind(Enum):
     REACTION = "reaction"
     SYSTEM = "system"
     UNSUPPORTED = "unsupported"  # stickers, locations, media… we cannot read them
+    WELCOME = "welcome"  # the user opened the chat with us for the first time
+    REVOKED = "revoked"  # the user deleted one of their messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class Inbound:
     choice_id: str | None = None
     system_type: str | None = None
     new_wa_id: str | None = None
+    # A photo, video or document whose caption is the text (we read only the words).
+    media: str | None = None
     # A system message for one flow: a command's outcome or another conversation's signal.
     flow: str | None = None
     outcome: Outcome | None = None
@@ -142,6 +146,7 @@ class Inbound:
             choice_id=data.get("choice_id"),
             system_type=data.get("system_type"),
             new_wa_id=data.get("new_wa_id"),
+            media=data.get("media"),
             flow=data.get("flow"),
             outcome=outcome,
             signal=signal,

@@ -75,9 +75,10 @@ async def accept(
     """Keep the raw body and the new messages (a known wamid is a no-op), apply statuses."""
     new = 0
     statuses_result = StatusesApplied(0, 0)
-    # Each part is one statement; only a webhook carrying both needs a transaction.
+    # Each part is one statement; only a webhook carrying more needs a transaction.
+    several = (messages and statuses) or any(m.data.get("replaces") for m in messages)
     async with pool.acquire() as conn:
-        both = conn.transaction() if messages and statuses else contextlib.nullcontext()
+        both = conn.transaction() if several else contextlib.nullcontext()
         async with both:
             if messages:
                 new = await conn.fetchval(
@@ -87,6 +88,9 @@ async def accept(
                     [m.conversation_key for m in messages],
                     [without_nul(m.data) for m in messages],
                 )
+                replaced = {m.data["replaces"]: m.wamid for m in messages if m.data.get("replaces")}
+                if replaced:
+                    await _skip_replaced(conn, replaced)
             if statuses:
                 statuses_result = await apply_statuses(
                     conn, statuses, max_send_attempts=max_send_attempts
@@ -96,6 +100,25 @@ async def accept(
         duplicates=len(messages) - new,
         statuses_applied=statuses_result.applied,
         requeued=statuses_result.requeued,
+    )
+
+
+async def _skip_replaced(conn: Conn, replaced: dict[str, str]) -> None:
+    """Messages the customer edited or deleted before we answered them are not answered
+    (the edit is, as a message of its own). One being handled right now is left alone:
+    it is answered, and so is the edit."""
+    await conn.execute(
+        """
+        UPDATE inbox SET status = 'done', processed_at = now(),
+            last_error = 'replaced by ' || r.by
+        FROM unnest($1::text[], $2::text[]) AS r(original, by)
+        WHERE inbox.id IN (
+            SELECT id FROM inbox WHERE wamid = ANY($1::text[]) AND status = 'pending'
+            FOR UPDATE SKIP LOCKED)
+          AND inbox.wamid = r.original
+        """,
+        list(replaced),
+        list(replaced.values()),
     )
 
 

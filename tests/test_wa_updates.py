@@ -109,7 +109,8 @@ def test_template_quick_reply_button_is_a_choice() -> None:
     [
         ("sticker", {"mime_type": "image/webp", "sha256": "abc", "id": "1", "animated": False}),
         ("location", {"latitude": -34.6, "longitude": -58.4, "name": "Obelisco"}),
-        ("image", {"mime_type": "image/jpeg", "sha256": "abc", "id": "2", "caption": "menu"}),
+        # With words under it, a photo is read as text (test_a_caption_is_read_as_text…).
+        ("image", {"mime_type": "image/jpeg", "sha256": "abc", "id": "2"}),
         ("audio", {"mime_type": "audio/ogg", "id": "3", "voice": True}),
         ("unsupported", {"type": "poll"}),
     ],
@@ -413,3 +414,43 @@ def test_errors_meta_reports_in_a_change_are_read() -> None:
     parsed = parse(wa.errors_update(PHONE_ID, [(131051, "Message type unknown")]), PHONE_ID)
     assert [(e.code, e.title) for e in parsed.errors] == [(131051, "Message type unknown")]
     assert parsed.messages == [] and parsed.statuses == []
+
+
+# -- welcome, captions, edits and deletions ----------------------------------------------
+
+
+def test_request_welcome_is_a_welcome() -> None:
+    _, data = only_message(wa.messages_update(PHONE_ID, [wa.inbound_welcome(JUAN)]))
+    assert as_inbound(data).kind is InboundKind.WELCOME
+
+
+@pytest.mark.parametrize("kind", ["image", "video", "document"])
+def test_a_caption_is_read_as_text_and_the_media_noted(kind: str) -> None:
+    item = wa.inbound_media(JUAN, kind, "quiero subir de plan")
+    inbound = as_inbound(only_message(wa.messages_update(PHONE_ID, [item]))[1])
+    assert (inbound.kind, inbound.text, inbound.media) == (
+        InboundKind.TEXT,
+        "quiero subir de plan",
+        kind,
+    )
+
+
+@pytest.mark.parametrize("caption", [None, "", "   "])
+def test_media_without_words_is_unsupported(caption: str | None) -> None:
+    item = wa.inbound_media(JUAN, "image", caption)
+    inbound = as_inbound(only_message(wa.messages_update(PHONE_ID, [item]))[1])
+    assert inbound.kind is InboundKind.UNSUPPORTED
+
+
+def test_an_edit_is_the_new_text_and_names_what_it_replaces() -> None:
+    item = wa.inbound_edit(JUAN, "wamid.ORIGINAL", "perdón, quise decir backups")
+    _, data = only_message(wa.messages_update(PHONE_ID, [item]))
+    assert data["replaces"] == "wamid.ORIGINAL"
+    inbound = as_inbound(data)
+    assert (inbound.kind, inbound.text) == (InboundKind.TEXT, "perdón, quise decir backups")
+
+
+def test_a_revoke_is_not_answered_and_names_what_it_deletes() -> None:
+    _, data = only_message(wa.messages_update(PHONE_ID, [wa.inbound_revoke(JUAN, "wamid.O")]))
+    assert data["replaces"] == "wamid.O"
+    assert as_inbound(data).kind is InboundKind.REVOKED

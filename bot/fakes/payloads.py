@@ -377,6 +377,41 @@ def inbound_other(
     return item
 
 
+def inbound_media(
+    wa_id: str | None, kind: str, caption: str | None = None, **sender: Any
+) -> InboundItem:
+    """A photo, video or document (`kind`), with the words written under it if any."""
+    media: JSONDict = {
+        "mime_type": {"image": "image/jpeg", "video": "video/mp4"}.get(kind, "application/pdf"),
+        "sha256": secrets.token_hex(32),
+        "id": str(secrets.randbelow(10**15)),
+    }
+    if caption is not None:
+        media["caption"] = caption
+    return inbound_other(wa_id, kind, media, **sender)
+
+
+def inbound_welcome(wa_id: str | None, **sender: Any) -> InboundItem:
+    """`request_welcome`: the user opened a chat with the business for the first time.
+    It has no object of its own, only the type."""
+    item = inbound_other(wa_id, "request_welcome", {}, **sender)
+    del item.message["request_welcome"]
+    return item
+
+
+def inbound_edit(wa_id: str | None, original_wamid: str, text: str, **sender: Any) -> InboundItem:
+    """The user edited their message `original_wamid`; it now says `text`."""
+    edited = {"type": "text", "text": {"body": text}}
+    return inbound_other(
+        wa_id, "edit", {"original_message_id": original_wamid, "message": edited}, **sender
+    )
+
+
+def inbound_revoke(wa_id: str | None, original_wamid: str, **sender: Any) -> InboundItem:
+    """The user deleted their message `original_wamid`."""
+    return inbound_other(wa_id, "revoke", {"original_message_id": original_wamid}, **sender)
+
+
 def inbound_system_changed_number(
     old_wa_id: str,
     new_wa_id: str,
