@@ -26,7 +26,7 @@ from flows.pricing import Policy
 from store import db
 from store.billing_local import LocalBilling
 from store.migrate import migrate
-from store.outbox import counts_by_status
+from store.outbox import counts_by_status, sending_pause
 
 log = logging.getLogger(__name__)
 
@@ -152,23 +152,36 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive and the database reachable (else 503); and whether sending is paused — the
+    process is healthy then, but an operator must look."""
     try:
-        async with asyncio.timeout(2):
-            await request.app[POOL].fetchval("SELECT 1")
+        async with asyncio.timeout(2), request.app[POOL].acquire() as conn:
+            pause = await sending_pause(conn)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         return web.json_response({"status": "unavailable", "database": str(e)}, status=503)
-    return web.json_response({"status": "ok", "database": "ok"})
+    sending: str | dict[str, object] = "ok"
+    if pause is not None:
+        sending = {
+            "paused_since": pause.since.isoformat(),
+            "code": pause.code,
+            "reason": pause.reason,
+            "failed_probes": pause.probes,
+            "next_probe": pause.probe_at.isoformat() if pause.probe_at else None,
+        }
+    return web.json_response({"status": "ok", "database": "ok", "sending": sending})
 
 
 async def metrics_page(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     counts: dict[str, int] | None = None
     pending: int | None = None
+    paused = False
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         async with pool.acquire() as conn:
             counts = await counts_by_status(conn)
             pending = await conn.fetchval("SELECT count(*) FROM inbox WHERE status = 'pending'")
+            paused = await sending_pause(conn) is not None
     return web.Response(
-        body=metrics.render(counts, pending),
+        body=metrics.render(counts, pending, paused=paused),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )

@@ -94,6 +94,9 @@ class Settings:
     # A send whose outcome is unknown (the process died or timed out after the request
     # left) is re-sent only if no status webhook has told us about it after this long.
     ambiguous_after_seconds: float = 300.0
+    # Sending paused (the account or our credentials cannot send): the first probe of the
+    # number after this long, then doubling up to 5 minutes.
+    send_probe_seconds: float = 30.0
     # Inbox workers per process. Few is enough when the billing system answers fast:
     # more only compete with the webhook for the CPU (measured: ack p99 36 ms with 2, 87
     # ms with 8, at equal throughput). Raise it when billing calls are slow.
@@ -166,6 +169,7 @@ class Settings:
             send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", 8),
             send_timeout_seconds=_float(env, "SEND_TIMEOUT_SECONDS", 20.0),
             ambiguous_after_seconds=_float(env, "AMBIGUOUS_AFTER_SECONDS", 300.0),
+            send_probe_seconds=max(0.1, _float(env, "SEND_PROBE_SECONDS", 30.0)),
             dispatch_concurrency=_int(env, "DISPATCH_CONCURRENCY", 2),
             dispatch_batch=max(1, _int(env, "DISPATCH_BATCH", 32)),
             dispatch_batch_readers=max(1, _int(env, "DISPATCH_BATCH_READERS", 8)),

@@ -73,6 +73,12 @@ COMMAND_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
     registry=REGISTRY,
 )
+SEND_PAUSES = Counter(
+    "send_pauses_total",
+    "Times all sending paused (an account-level or credentials error), by Cloud API code",
+    ["code"],
+    registry=REGISTRY,
+)
 SEND_SECONDS = Histogram(
     "send_seconds",
     "Duration of one Cloud API send",
@@ -84,9 +90,10 @@ SEND_SECONDS = Histogram(
 class _Queues(Collector):
     """The queue gauges of one scrape, read from the database by the caller."""
 
-    def __init__(self, outbox: Mapping[str, int], inbox_pending: int) -> None:
+    def __init__(self, outbox: Mapping[str, int], inbox_pending: int, paused: bool) -> None:
         self.outbox = outbox
         self.inbox_pending = inbox_pending
+        self.paused = paused
 
     def collect(self) -> Iterable[Metric]:
         rows = GaugeMetricFamily("outbox_rows", "Outbox rows by status", labels=["status"])
@@ -96,9 +103,16 @@ class _Queues(Collector):
         yield GaugeMetricFamily(
             "inbox_pending", "Inbound messages waiting for a worker", value=self.inbox_pending
         )
+        yield GaugeMetricFamily(
+            "sending_paused",
+            "1 while all sending is paused (an account-level or credentials error)",
+            value=1 if self.paused else 0,
+        )
 
 
-def render(outbox: Mapping[str, int] | None, inbox_pending: int | None) -> bytes:
+def render(
+    outbox: Mapping[str, int] | None, inbox_pending: int | None, *, paused: bool = False
+) -> bytes:
     """The /metrics page: this process's metrics (or, in multiprocess mode, every
     process's), then the queue gauges when the database could be read."""
     directory = os.environ.get(MULTIPROC_ENV)
@@ -110,7 +124,7 @@ def render(outbox: Mapping[str, int] | None, inbox_pending: int | None) -> bytes
         page = generate_latest(REGISTRY)
     if outbox is not None and inbox_pending is not None:
         queues = CollectorRegistry()
-        queues.register(_Queues(outbox, inbox_pending))
+        queues.register(_Queues(outbox, inbox_pending, paused))
         page += generate_latest(queues)
     return page
 

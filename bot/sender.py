@@ -26,24 +26,45 @@ from bot import metrics
 from bot.config import Settings
 from bot.listener import OUTBOX, Signals
 from flows.outbound import Message, Template, from_json, limit_violations
+from flows.wa_errors import PAIR_LIMIT, WINDOW_CLOSED, Action, classify
 from store import outbox
 
 log = logging.getLogger(__name__)
 
 WINDOW = timedelta(hours=24)
-WINDOW_CLOSED = 131047
-THROUGHPUT = 130429
-PAIR_LIMIT = 131056
-TRANSIENT = {130429, 131000, 131016, 131056, 131057}
-# An invalid or expired token is our misconfiguration, not the message's fault: keep the
-# message and retry slowly, loudly, until someone fixes the token.
-AUTH = {0, 10, 190, 200}
 SWEEP_EVERY_SECONDS = 10.0
 IDLE_WAIT_SECONDS = 1.0
+# While sending is paused: how often to look whether a probe is due, and the longest
+# wait between probes.
+PAUSE_CHECK_SECONDS = 1.0
+PROBE_MAX_SECONDS = 300.0
 
 
 class Transport(Protocol):
     async def send(self, to: str, message: Message | Template, *, tracker: str) -> str: ...
+
+    async def probe(self) -> None:
+        """A harmless call that works only when the number can send (raises otherwise)."""
+        ...
+
+
+async def pause_sending(
+    pool: asyncpg.Pool, code: int | None, reason: str, *, probe_in: float
+) -> None:
+    """Stop all sending (every process): the account or our credentials cannot send.
+    Every message stays queued; a sender's prober resumes sending when the number answers
+    again. Loud: an operator must look."""
+    async with pool.acquire() as conn:
+        paused = await outbox.pause_sending(conn, code, reason, probe_in)
+    if paused:
+        metrics.SEND_PAUSES.labels(code=str(code)).inc()
+        log.error(
+            "SENDING PAUSED: WhatsApp error %s (%s). Every message is kept; the number is "
+            "probed and sending resumes by itself once it answers. Check the access token "
+            "(WHATSAPP_TOKEN), its permissions and the WhatsApp account's status.",
+            code,
+            reason,
+        )
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
@@ -72,10 +93,12 @@ class Sender:
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_results(), name="outbox-writer")
         sweeper = asyncio.create_task(self._sweep(), name="outbox-sweeper")
+        prober = asyncio.create_task(self._probe_while_paused(), name="outbox-prober")
         try:
             await self._claim_loop()
         finally:
             sweeper.cancel()
+            prober.cancel()
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
             self._stopping.set()
@@ -102,6 +125,10 @@ class Sender:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
             if claim.sends and len(claim.sends) == free:
+                continue
+            if claim.paused:
+                # The prober resumes sending and wakes us (OUTBOX).
+                await self.signals.wait(OUTBOX, IDLE_WAIT_SECONDS)
                 continue
             if claim.budget_wait > 0:
                 await asyncio.sleep(claim.budget_wait)
@@ -161,7 +188,8 @@ class Sender:
             wamid = await self.transport.send(send.recipient, payload, tracker=str(send.id))
         except WhatsAppError as e:
             fallback = template if isinstance(template, Template) else None
-            return await self._on_error(send, e.code, str(getattr(e, "message", e)), fallback)
+            text = str(getattr(e, "message", e))
+            return await self._on_error(send, e.code, text, fallback, e.status_code)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             # The request never left: safe to send again.
             metrics.SEND_ERRORS.labels(code="connect").inc()
@@ -174,34 +202,85 @@ class Sender:
         return outbox.Accepted(send.id, wamid, sent_as)
 
     async def _on_error(
-        self, send: outbox.ClaimedSend, code: int, text: str, template: Template | None
+        self,
+        send: outbox.ClaimedSend,
+        code: int,
+        text: str,
+        template: Template | None,
+        http_status: int | None = None,
     ) -> outbox.Outcome:
+        """What the error's class says (flows/wa_errors.py)."""
         metrics.SEND_ERRORS.labels(code=str(code)).inc()
-        if code == WINDOW_CLOSED:
-            if template is not None and not send.force_template:
-                return outbox.Retry(send.id, 0.0, code, text, as_template=True)
-            return outbox.Failed(send.id, code, text)
-        if code == PAIR_LIMIT:
-            async with self.pool.acquire() as conn:
-                await outbox.block_recipient(
-                    conn, send.recipient, self.settings.recipient_interval_seconds * send.attempts
+        match classify(code, http_status):
+            case Action.TEMPLATE:
+                if template is not None and not send.force_template:
+                    return outbox.Retry(send.id, 0.0, code, text, as_template=True)
+                return outbox.Failed(send.id, code, text)
+            case Action.RETRY_SLOWLY:
+                async with self.pool.acquire() as conn:
+                    if code == PAIR_LIMIT:
+                        interval = self.settings.recipient_interval_seconds * send.attempts
+                        await outbox.block_recipient(conn, send.recipient, interval)
+                    else:
+                        await outbox.drain_budget(conn)
+                return self._retry_or_fail(send, code, text, base=2.0, cap=600.0)
+            case Action.RETRY:
+                return self._retry_or_fail(send, code, text)
+            case Action.PAUSE:
+                await self.pause(code, text)
+                return outbox.Retry(send.id, 0.0, code, text, keep_attempt=True)
+            case Action.AMBIGUOUS:
+                log.warning(
+                    "outbox %s: HTTP %s after sending; waiting for a status", send.id, http_status
                 )
-        elif code == THROUGHPUT:
+                return outbox.Unknown(send.id, f"HTTP {http_status}: outcome unknown: {text}")
+            case Action.FAIL:
+                return outbox.Failed(send.id, code, text)
+
+    async def pause(self, code: int | None, reason: str) -> None:
+        await pause_sending(self.pool, code, reason, probe_in=self.settings.send_probe_seconds)
+
+    async def _probe_while_paused(self) -> None:
+        while True:
+            await asyncio.sleep(PAUSE_CHECK_SECONDS)
+            try:
+                async with self.pool.acquire() as conn:
+                    pause = await outbox.sending_pause(conn)
+                if pause is None or (pause.probe_at and pause.probe_at > datetime.now(UTC)):
+                    continue
+                await self._probe(pause)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+                log.warning("sending pause check failed: %s", e)
+
+    async def _probe(self, pause: outbox.Pause) -> None:
+        try:
+            await self.transport.probe()
+        except (WhatsAppError, httpx.HTTPError) as e:
+            wait = min(
+                PROBE_MAX_SECONDS, self.settings.send_probe_seconds * 2 ** (pause.probes + 1)
+            )
             async with self.pool.acquire() as conn:
-                await outbox.drain_budget(conn)
-        if code in TRANSIENT or 500 <= code <= 599:
-            return self._retry_or_fail(send, code, text)
-        if code in AUTH:
-            log.error("WhatsApp rejected our token (code %s): %s", code, text)
-            return outbox.Retry(send.id, backoff(send.attempts, base=30.0, cap=900.0), code, text)
-        return outbox.Failed(send.id, code, text)
+                await outbox.probe_failed(conn, wait, str(getattr(e, "message", e)))
+            log.error("sending still paused (probe: %s); next probe in %.0f s", e, wait)
+            return
+        async with self.pool.acquire() as conn:
+            resumed = await outbox.resume_sending(conn)
+        if resumed:
+            log.warning("sending resumed: the number answers again (paused since %s)", pause.since)
+            self.signals.notify(OUTBOX)
 
     def _retry_or_fail(
-        self, send: outbox.ClaimedSend, code: int | None, text: str
+        self,
+        send: outbox.ClaimedSend,
+        code: int | None,
+        text: str,
+        *,
+        base: float = 1.0,
+        cap: float = 300.0,
     ) -> outbox.Outcome:
         if send.attempts >= self.settings.send_max_attempts:
             return outbox.Failed(send.id, code, f"gave up after {send.attempts} attempts: {text}")
-        return outbox.Retry(send.id, backoff(send.attempts), code, text)
+        return outbox.Retry(send.id, backoff(send.attempts, base=base, cap=cap), code, text)
 
     async def _write_results(self) -> None:
         """Record outcomes in small batches: one transaction for many sends."""

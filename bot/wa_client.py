@@ -153,6 +153,11 @@ class CloudAPI:
         )
         return str(answer["messages"][0]["id"])
 
+    async def probe(self) -> None:
+        """Read the number's own record: answers only when the token, its permissions and
+        the account are in order (raises WhatsAppError otherwise)."""
+        await self._wa.api.get_business_phone_number(phone_id=self._phone_id, fields=("id",))
+
 
 def _addressed(to: str) -> dict[str, Any]:
     """`to` for a phone (a WhatsApp id, digits), `recipient` for a business-scoped user

@@ -17,10 +17,12 @@ from aiohttp import web
 from bot import metrics
 from bot.config import Settings
 from bot.listener import INBOX, OUTBOX, Signals
+from bot.sender import pause_sending
 from bot.signatures import SignatureCheck, check
 from bot.status_writer import StatusWriter
 from bot.wa_updates import PayloadError, parse
 from flows.runtime import timestamp_or_now
+from flows.wa_errors import Action, classify
 from store import inbox
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,15 @@ async def receive(request: web.Request) -> web.Response:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         log.error("webhook not stored, asking Meta to retry: %s", e)
         return _error(503, "unavailable", "temporarily unavailable")
+    for s in parsed.statuses:
+        if s.status == "failed" and classify(s.error_code) is Action.PAUSE:
+            # Meta accepted a message, then said the account or our credentials cannot
+            # send it: nothing else can be sent either.
+            reason = s.error_title or "failed status"
+            await pause_sending(
+                request.app[POOL], s.error_code, reason, probe_in=settings.send_probe_seconds
+            )
+            break
     if result.new:
         request.app[SIGNALS].notify(INBOX)
     if result.requeued:

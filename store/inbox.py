@@ -13,12 +13,8 @@ from typing import Any
 
 import asyncpg
 
+from flows.wa_errors import SENT_AGAIN_AFTER_FAILED_STATUS, WINDOW_CLOSED
 from store.db import Conn
-
-# Meta error codes after which a message that failed *after* acceptance may be sent
-# again: Meta tells us it was not delivered, so a new attempt cannot double it.
-TRANSIENT_CODES = (130429, 131000, 131016, 131056, 131057)
-WINDOW_CLOSED = 131047
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +123,10 @@ async def apply_statuses(
 ) -> StatusesApplied:
     """Move outbox rows forward (never back). A row is found by our id echoed in
     biz_opaque_callback_data, else by wamid. A failure Meta reports after accepting the
-    message is retried when it is transient, or re-sent as the template when the 24 h
-    window was closed; otherwise it stays failed."""
+    message is sent again when Meta's code says it was not delivered for a reason that
+    passes (flows/wa_errors.py: a rate limit, a transient error, the account or our
+    credentials — those also pause sending, see bot/sender.py), or re-sent as the template
+    when the 24 h window was closed; otherwise it stays failed."""
     now = datetime.now(UTC)
     result = await conn.fetch(
         """
@@ -172,7 +170,7 @@ async def apply_statuses(
         [s.at or now for s in statuses],
         [s.error_code for s in statuses],
         [s.error_title for s in statuses],
-        list(TRANSIENT_CODES),
+        SENT_AGAIN_AFTER_FAILED_STATUS,
         WINDOW_CLOSED,
         max_send_attempts,
         now,

@@ -40,23 +40,29 @@ class Claim:
     sends: list[ClaimedSend]
     # Seconds until the global budget has a token again (0 when it was not the limit).
     budget_wait: float
+    # Sending is paused (the account or our credentials cannot send): nothing claimed.
+    paused: bool = False
 
 
 async def claim(conn: Conn, limit: int, pacing: Pacing) -> Claim:
     """Claim up to `limit` rows: each the oldest open row of its recipient, due, with the
     recipient's bucket holding a token. They become `sending` when this commits."""
     async with conn.transaction():
-        tokens = await conn.fetchval(
+        budget = await conn.fetchrow(
             """
             UPDATE send_budget SET
                 tokens = least($1::float8, tokens
                     + extract(epoch FROM clock_timestamp() - updated_at) * $1::float8),
                 updated_at = clock_timestamp()
             WHERE id = 1
-            RETURNING tokens
+            RETURNING tokens, paused_at IS NOT NULL AS paused
             """,
             pacing.rate_per_second,
         )
+        assert budget is not None
+        if budget["paused"]:
+            return Claim([], 0.0, paused=True)
+        tokens = budget["tokens"]
         allowed = min(limit, int(tokens))
         if allowed < 1:
             return Claim([], (1 - float(tokens)) / pacing.rate_per_second)
@@ -122,6 +128,8 @@ class Retry:
     error_code: int | None
     error_message: str
     as_template: bool = False
+    # Not the message's fault (sending was paused): the attempt is given back.
+    keep_attempt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +179,10 @@ async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
                 UPDATE outbox AS o SET status = 'pending',
                     not_before = now() + make_interval(secs => r.d),
                     error_code = r.c, error_message = r.m,
+                    attempts = o.attempts - CASE WHEN r.k THEN 1 ELSE 0 END,
                     force_template = o.force_template OR r.t, updated_at = now()
-                FROM unnest($1::bigint[], $2::float8[], $3::int[], $4::text[], $5::bool[])
-                    AS r(id, d, c, m, t)
+                FROM unnest($1::bigint[], $2::float8[], $3::int[], $4::text[], $5::bool[],
+                            $6::bool[]) AS r(id, d, c, m, t, k)
                 WHERE o.id = r.id AND o.status = 'sending'
                 """,
                 [r.id for r in retries],
@@ -181,6 +190,7 @@ async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
                 [r.error_code for r in retries],
                 [r.error_message[:1000] for r in retries],
                 [r.as_template for r in retries],
+                [r.keep_attempt for r in retries],
             )
         if failed:
             await conn.execute(
@@ -223,6 +233,70 @@ async def block_recipient(conn: Conn, recipient: str, seconds: float) -> None:
 async def drain_budget(conn: Conn) -> None:
     """WhatsApp said the number's throughput was exceeded (130429): empty the bucket."""
     await conn.execute("UPDATE send_budget SET tokens = 0, updated_at = now() WHERE id = 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    since: datetime
+    code: int | None
+    reason: str
+    probe_at: datetime | None
+    probes: int  # probes that failed since it paused
+
+
+async def pause_sending(conn: Conn, code: int | None, reason: str, probe_in: float) -> bool:
+    """Stop every process's sending until `resume_sending`. True when this paused it (it
+    was running); when already paused, the first pause's time and probe plan stay."""
+    paused = await conn.fetchval(
+        """
+        UPDATE send_budget SET paused_at = now(), paused_code = $1, paused_reason = $2,
+            probe_at = now() + make_interval(secs => $3), probes = 0
+        WHERE id = 1 AND paused_at IS NULL
+        RETURNING true
+        """,
+        code,
+        reason[:1000],
+        probe_in,
+    )
+    return bool(paused)
+
+
+async def sending_pause(conn: Conn) -> Pause | None:
+    row = await conn.fetchrow(
+        "SELECT paused_at, paused_code, paused_reason, probe_at, probes FROM send_budget"
+        " WHERE id = 1 AND paused_at IS NOT NULL"
+    )
+    if row is None:
+        return None
+    return Pause(
+        row["paused_at"], row["paused_code"], row["paused_reason"] or "", row["probe_at"],
+        row["probes"],
+    )  # fmt: skip
+
+
+async def probe_failed(conn: Conn, next_in: float, reason: str) -> None:
+    await conn.execute(
+        """
+        UPDATE send_budget SET probe_at = now() + make_interval(secs => $1),
+            probes = probes + 1, paused_reason = $2
+        WHERE id = 1 AND paused_at IS NOT NULL
+        """,
+        next_in,
+        reason[:1000],
+    )
+
+
+async def resume_sending(conn: Conn) -> bool:
+    """Sending goes on; True when it was paused."""
+    resumed = await conn.fetchval(
+        """
+        UPDATE send_budget SET paused_at = NULL, paused_code = NULL, paused_reason = NULL,
+            probe_at = NULL, probes = 0
+        WHERE id = 1 AND paused_at IS NOT NULL
+        RETURNING true
+        """
+    )
+    return bool(resumed)
 
 
 async def release_ambiguous(conn: Conn, older_than_seconds: float) -> int:

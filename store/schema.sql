@@ -299,6 +299,11 @@ CREATE TABLE send_budget (
     id integer NOT NULL,
     tokens double precision NOT NULL,
     updated_at timestamp with time zone NOT NULL,
+    paused_at timestamp with time zone,
+    paused_code integer,
+    paused_reason text,
+    probe_at timestamp with time zone,
+    probes integer NOT NULL DEFAULT 0,
     CONSTRAINT send_budget_id_check CHECK ((id = 1)),
     CONSTRAINT send_budget_pkey PRIMARY KEY (id)
 );

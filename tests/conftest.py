@@ -85,7 +85,10 @@ async def database_url() -> AsyncIterator[str]:
 
 async def reset(pool: asyncpg.Pool) -> None:
     await pool.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
-    await pool.execute("UPDATE send_budget SET tokens = 0, updated_at = now()")
+    await pool.execute(
+        "UPDATE send_budget SET tokens = 0, updated_at = now(), paused_at = NULL,"
+        " paused_code = NULL, paused_reason = NULL, probe_at = NULL, probes = 0"
+    )
 
 
 @pytest.fixture

@@ -76,8 +76,13 @@ _INTERACTIVE_TYPES = frozenset(
     }
 )
 # A bare proxy error page: no JSON at all, as a load balancer in front of Graph answers.
-HTML_ERROR_CODES = frozenset({500, 502, 503})
-_HTML_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+HTML_ERROR_CODES = frozenset({500, 502, 503, 504})
+_HTML_REASONS = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 _STATUS_BACKOFF_START = 0.2
 _STATUS_BACKOFF_CAP = 5.0
@@ -507,6 +512,10 @@ class FakeCloudAPI:
             raise ValueError("status_concurrency must be at least 1")
         self.phone_id = phone_id
         self.token = token
+        # An account-level error (131031 account locked, 368 restricted…): while set,
+        # every send and every read of the number fails with it.
+        self.account_error: int | None = None
+        self.probes = 0  # reads of the number's record
         self.webhook_url = webhook_url
         self.app_secret = app_secret
         self.statuses = tuple(statuses)
@@ -555,6 +564,7 @@ class FakeCloudAPI:
             raise RuntimeError("already started")
         app = web.Application()
         app.router.add_post(r"/{version:v\d+\.\d+}/{phone_id}/messages", self._handle_send)
+        app.router.add_get(r"/{version:v\d+\.\d+}/{phone_id}", self._handle_phone_number)
         app.router.add_post("/_fake/failures", self._handle_failures)
         app.router.add_get("/_fake/failures", self._handle_get_failures)
         app.router.add_post("/_fake/inbound", self._handle_inbound)
@@ -790,7 +800,7 @@ class FakeCloudAPI:
         except _Rejected as rejected:
             self._record_failure(body, rejected.code, received_at)
             return _error_response(rejected.code, rejected.details)
-        code = self._injected_failure(to)
+        code = self.account_error or self._injected_failure(to)
         if code is not None:
             self._record_failure(body, code, received_at, to)
             return _error_response(code)
@@ -816,6 +826,28 @@ class FakeCloudAPI:
         return web.json_response(
             {"messaging_product": "whatsapp", "contacts": [contact], "messages": [message]},
             dumps=_dumps,
+        )
+
+    async def _handle_phone_number(self, request: web.Request) -> web.Response:
+        """GET /{version}/{phone_id}: the number's own record (what a probe reads).
+        Answers only with the right token, for this number, with the account in order."""
+        self.probes += 1
+        if self.token is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.token}"
+        ):
+            return _oauth_error()
+        phone_id = request.match_info["phone_id"]
+        if phone_id != self.phone_id:
+            return _unknown_object(phone_id)
+        if self.account_error is not None:
+            return _error_response(self.account_error)
+        return web.json_response(
+            {
+                "id": self.phone_id,
+                "display_phone_number": wa_payloads.DEFAULT_DISPLAY_PHONE_NUMBER,
+                "verified_name": "Hosting de prueba",
+                "quality_rating": "GREEN",
+            }
         )
 
     # --- status webhooks ---------------------------------------------------------------

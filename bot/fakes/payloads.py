@@ -69,6 +69,31 @@ class MetaError:
 META_ERRORS: dict[int, MetaError] = {
     e.code: e
     for e in (
+        MetaError(1, "API Unknown", "Invalid request or possible server error."),
+        MetaError(
+            2,
+            "API Service",
+            "Temporary due to downtime or due to being overloaded.",
+            http_status=503,
+        ),
+        MetaError(4, "API Too Many Calls", "The app has reached its API call rate limit."),
+        MetaError(
+            80007,
+            "Rate limit issues",
+            "The WhatsApp Business Account has reached its rate limit.",
+        ),
+        MetaError(
+            131031,
+            "Account has been locked",
+            "The WhatsApp Business Account is restricted or disabled for violating a "
+            "platform policy, or its data could not be verified.",
+        ),
+        MetaError(131049, "Meta chose not to deliver", "Sent to maintain healthy engagement."),
+        MetaError(
+            131050,
+            "User opted out of marketing messages",
+            "The recipient chose to stop receiving marketing messages from this business.",
+        ),
         MetaError(
             100,
             "Invalid parameter",
