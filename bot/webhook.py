@@ -120,6 +120,19 @@ async def receive(request: web.Request) -> web.Response:
         metrics.WEBHOOKS.labels(outcome=outcome).inc()
         return web.json_response({"status": "ok"})
     try:
+        pausing = next(
+            (s for s in parsed.statuses if s.status == "failed" and pauses(s.error_code)), None
+        )
+        if pausing is not None:
+            # Meta accepted a message, then said the account or our credentials cannot
+            # send it: nothing else can be sent either. Paused before the message is
+            # queued again, so no sender takes it meanwhile.
+            await pause_sending(
+                request.app[POOL],
+                pausing.error_code,
+                pausing.error_title or "failed status",
+                probe_in=settings.send_probe_seconds,
+            )
         if messages:
             result = await inbox.accept(
                 request.app[POOL],
@@ -134,15 +147,6 @@ async def receive(request: web.Request) -> web.Response:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         log.error("webhook not stored, asking Meta to retry: %s", e)
         return _error(503, "unavailable", "temporarily unavailable")
-    for s in parsed.statuses:
-        if s.status == "failed" and classify(s.error_code) is Action.PAUSE:
-            # Meta accepted a message, then said the account or our credentials cannot
-            # send it: nothing else can be sent either.
-            reason = s.error_title or "failed status"
-            await pause_sending(
-                request.app[POOL], s.error_code, reason, probe_in=settings.send_probe_seconds
-            )
-            break
     if result.new:
         request.app[SIGNALS].notify(INBOX)
     if result.requeued:
@@ -153,3 +157,7 @@ async def receive(request: web.Request) -> web.Response:
     outcome = "duplicate" if messages and result.new == 0 and not statuses else "accepted"
     metrics.WEBHOOKS.labels(outcome=outcome).inc()
     return web.json_response({"status": "ok"})
+
+
+def pauses(code: int | None) -> bool:
+    return classify(code) is Action.PAUSE

@@ -153,7 +153,8 @@ Outcome = Accepted | Retry | Failed | Unknown
 
 async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
     """Write a batch of send outcomes. Only rows still `sending` are touched by a retry or
-    failure; an acceptance never moves a row back (a status webhook may have come first)."""
+    failure; an acceptance never moves a row back (a status webhook may have come first),
+    nor marks a row a failed status has queued again."""
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
     retries = [o for o in outcomes if isinstance(o, Retry)]
     failed = [o for o in outcomes if isinstance(o, Failed)]
@@ -168,6 +169,10 @@ async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
                     wamid = a.w, sent_as = a.s, accepted_at = now(), updated_at = now()
                 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS a(id, w, s)
                 WHERE o.id = a.id
+                  -- Queued again meanwhile: a `failed` status for this very send came
+                  -- before its acceptance was written (Meta is that fast); the next
+                  -- attempt's acceptance is the one to record.
+                  AND o.status <> 'pending'
                 """,
                 [a.id for a in accepted],
                 [a.wamid for a in accepted],

@@ -344,3 +344,21 @@ async def test_failure_reported_after_acceptance(
         assert (row["status"], row["wamid"]) == ("pending", None)  # Meta says not delivered
     else:
         assert (row["status"], row["error_code"]) == ("failed", 131026)
+
+
+async def test_a_failed_status_before_the_acceptance_is_written_keeps_the_message_queued(
+    pool: asyncpg.Pool,
+) -> None:
+    """Meta can report a send `failed` before our own record of its acceptance is written
+    (statuses are that fast, results are written in batches): the late acceptance must not
+    mark accepted a message the failure queued again."""
+    from store import outbox
+
+    await queue(pool, "5491100000001", [Text("hola")])
+    await pool.execute("UPDATE outbox SET status = 'sending', attempts = 1")
+    row_id = await pool.fetchval("SELECT id FROM outbox")
+    async with pool.acquire() as conn:
+        await apply_statuses(conn, [Status("wamid.A", "failed", row_id, None, 131000, "x")])
+        await outbox.record(conn, [outbox.Accepted(row_id, "wamid.A", "message")])
+    row = await pool.fetchrow("SELECT status, wamid FROM outbox")
+    assert (row["status"], row["wamid"]) == ("pending", None)
