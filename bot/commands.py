@@ -197,9 +197,11 @@ class CommandWorker:
                     request_id=command.key,
                 )
                 return {
-                    "invoice_id": placed.invoice.id,
+                    # No invoice: nothing to pay, the upgrade applied at once.
+                    "applied": placed.applied,
+                    "invoice_id": placed.invoice.id if placed.invoice else None,
                     "invoice_url": placed.invoice_url,
-                    "total": str(placed.invoice.total),
+                    "total": str(placed.invoice.total if placed.invoice else placed.quote.amount),
                     "product_id": placed.product.id,
                     "product_name": placed.product.name,
                     "cycle": placed.quote.cycle,

@@ -117,10 +117,18 @@ class UpgradeOption:
 
 @dataclass(frozen=True, slots=True)
 class PlacedUpgrade:
+    """An upgrade ordered: an invoice to pay (it applies once paid), or — when there is
+    nothing to pay — applied at once, with no invoice (WHMCS does so with a zero-cost
+    upgrade): then the customer is told it is done, not sent a link."""
+
     quote: UpgradeQuote
     product: Product
-    invoice: Invoice
-    invoice_url: str
+    invoice: Invoice | None
+    invoice_url: str | None
+
+    @property
+    def applied(self) -> bool:
+        return self.invoice is None
 
 
 class CancellationKind(Enum):

@@ -175,53 +175,120 @@ class LocalBilling:
         today: date,
         request_id: str,
     ) -> PlacedUpgrade:
-        service = await self._own_service(client_id, service_id)
-        product = await self._offered(service, product_id)
-        quote = upgrade_quote(self.policy, service, product, cycle, today=today)
         async with self.pool.acquire() as conn, conn.transaction():
-            existing = await conn.fetchrow(f"{_INVOICE} WHERE request_id = $1", request_id)
-            if existing is not None:
-                invoice = _invoice(existing)
-            else:
-                number = await conn.fetchval("SELECT nextval('billing_invoice_number')")
-                invoice = Invoice(
-                    id=f"UPG-{number}",
-                    client_id=client_id,
+            done = await conn.fetchrow(
+                "SELECT * FROM billing_upgrade_orders WHERE request_id = $1",
+                request_id,
+            )
+            if done is not None:
+                # Asked again: the first answer (the service may have moved on since).
+                return await self._placed_before(conn, done, today)
+            service = await self._own_service(client_id, service_id)
+            product = await self._offered(service, product_id)
+            quote = upgrade_quote(self.policy, service, product, cycle, today=today)
+            if quote.amount == 0:
+                # Nothing to pay: applied at once, with no invoice (as WHMCS does).
+                order = await self._order(
+                    conn,
+                    None,
                     service_id=service_id,
-                    total=quote.amount,
-                    status="unpaid",
-                    due=today,
+                    product_id=product_id,
+                    quote=quote,
+                    request_id=request_id,
                 )
-                await conn.execute(
-                    """
-                    INSERT INTO billing_invoices
-                        (id, client_id, service_id, total, status, due, created_by_bot,
-                         request_id)
-                    VALUES ($1, $2, $3, $4, 'unpaid', $5, true, $6)
-                    """,
-                    invoice.id,
-                    client_id,
-                    service_id,
-                    invoice.total,
-                    invoice.due,
-                    request_id,
-                )
-                await conn.execute(
-                    """
-                    INSERT INTO billing_upgrade_orders (invoice_id, service_id, product_id,
-                        billing_cycle, new_recurring, policy, next_due)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)
-                    """,
-                    invoice.id,
-                    service_id,
-                    product_id,
-                    cycle,
-                    quote.new_recurring,
-                    quote.policy.value,
-                    quote.next_due if quote.policy is Policy.PRORATA else None,
-                )
-                await self._emit(conn, "invoice.created", client_id, self._invoice_data(invoice))
+                await self._apply_order(conn, order, today)
+                return PlacedUpgrade(quote, product, None, None)
+            number = await conn.fetchval("SELECT nextval('billing_invoice_number')")
+            invoice = Invoice(
+                id=f"UPG-{number}",
+                client_id=client_id,
+                service_id=service_id,
+                total=quote.amount,
+                status="unpaid",
+                due=today,
+            )
+            await conn.execute(
+                """
+                INSERT INTO billing_invoices
+                    (id, client_id, service_id, total, status, due, created_by_bot, request_id)
+                VALUES ($1, $2, $3, $4, 'unpaid', $5, true, $6)
+                """,
+                invoice.id,
+                client_id,
+                service_id,
+                invoice.total,
+                invoice.due,
+                request_id,
+            )
+            await self._order(
+                conn,
+                invoice.id,
+                service_id=service_id,
+                product_id=product_id,
+                quote=quote,
+                request_id=request_id,
+            )
+            await self._emit(conn, "invoice.created", client_id, self._invoice_data(invoice))
         return PlacedUpgrade(quote, product, invoice, self._invoice_url(invoice.id))
+
+    async def _order(
+        self,
+        conn: Conn,
+        invoice_id: str | None,
+        *,
+        service_id: str,
+        product_id: str,
+        quote: UpgradeQuote,
+        request_id: str,
+    ) -> asyncpg.Record:
+        order = await conn.fetchrow(
+            """
+            INSERT INTO billing_upgrade_orders (invoice_id, service_id, product_id,
+                billing_cycle, new_recurring, policy, next_due, request_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            RETURNING *
+            """,
+            invoice_id,
+            service_id,
+            product_id,
+            quote.cycle,
+            quote.new_recurring,
+            quote.policy.value,
+            quote.next_due if quote.policy is Policy.PRORATA else None,
+            request_id,
+        )
+        assert order is not None
+        return order
+
+    async def _placed_before(self, conn: Conn, order: asyncpg.Record, today: date) -> PlacedUpgrade:
+        """The answer a request got the first time it was asked."""
+        product = await conn.fetchrow(
+            """
+            SELECT p.id, p.category_id, p.name,
+                   coalesce(jsonb_object_agg(pp.cycle, pp.amount::text)
+                            FILTER (WHERE pp.cycle IS NOT NULL), '{}') AS prices
+            FROM billing_products AS p
+            LEFT JOIN billing_product_prices AS pp ON pp.product_id = p.id
+            WHERE p.id = $1 GROUP BY p.id
+            """,
+            order["product_id"],
+        )
+        assert product is not None
+        invoice = None
+        if order["invoice_id"] is not None:
+            row = await conn.fetchrow(f"{_INVOICE} WHERE id = $1", order["invoice_id"])
+            assert row is not None
+            invoice = _invoice(row)
+        amount = invoice.total if invoice is not None else Decimal("0.00")
+        quote = UpgradeQuote(
+            amount=amount,
+            policy=Policy(order["policy"]),
+            cycle=order["billing_cycle"],
+            new_recurring=order["new_recurring"],
+            next_due=order["next_due"] or add_months(today, cycle_months(order["billing_cycle"])),
+        )
+        url = self._invoice_url(invoice.id) if invoice is not None else None
+        return PlacedUpgrade(quote, _product(product), invoice, url)
 
     async def _own_service(self, client_id: str, service_id: str) -> Service:
         service = await self.get_service(client_id, service_id)
@@ -375,8 +442,10 @@ class LocalBilling:
             "SELECT * FROM billing_upgrade_orders WHERE invoice_id = $1 AND applied_at IS NULL",
             invoice_id,
         )
-        if order is None:
-            return
+        if order is not None:
+            await self._apply_order(conn, order, today)
+
+    async def _apply_order(self, conn: Conn, order: asyncpg.Record, today: date) -> None:
         # The difference policy restarts the period the day the new plan is enabled.
         next_due = order["next_due"] or add_months(today, cycle_months(order["billing_cycle"]))
         period_start = today if order["next_due"] is None else None
@@ -394,8 +463,7 @@ class LocalBilling:
             next_due,
         )
         await conn.execute(
-            "UPDATE billing_upgrade_orders SET applied_at = now() WHERE invoice_id = $1",
-            invoice_id,
+            "UPDATE billing_upgrade_orders SET applied_at = now() WHERE id = $1", order["id"]
         )
 
     async def _lift_suspension(self, conn: Conn, service_id: str) -> None:

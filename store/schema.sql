@@ -133,7 +133,7 @@ CREATE TABLE billing_services (
 CREATE INDEX billing_services_client ON billing_services USING btree (client_id);
 
 CREATE TABLE billing_upgrade_orders (
-    invoice_id text NOT NULL,
+    invoice_id text,
     service_id text NOT NULL,
     product_id text NOT NULL,
     billing_cycle text NOT NULL,
@@ -141,12 +141,16 @@ CREATE TABLE billing_upgrade_orders (
     policy text NOT NULL,
     next_due date,
     applied_at timestamp with time zone,
+    id bigint NOT NULL DEFAULT nextval('billing_upgrade_orders_id_seq'::regclass),
+    request_id text,
     CONSTRAINT billing_upgrade_orders_invoice_id_fkey FOREIGN KEY (invoice_id) REFERENCES billing_invoices(id),
-    CONSTRAINT billing_upgrade_orders_pkey PRIMARY KEY (invoice_id),
+    CONSTRAINT billing_upgrade_orders_pkey PRIMARY KEY (id),
     CONSTRAINT billing_upgrade_orders_policy_check CHECK ((policy = ANY (ARRAY['difference'::text, 'prorata'::text]))),
     CONSTRAINT billing_upgrade_orders_product_id_fkey FOREIGN KEY (product_id) REFERENCES billing_products(id),
+    CONSTRAINT billing_upgrade_orders_request_id_key UNIQUE (request_id),
     CONSTRAINT billing_upgrade_orders_service_id_fkey FOREIGN KEY (service_id) REFERENCES billing_services(id)
 );
+CREATE UNIQUE INDEX billing_upgrade_orders_invoice ON billing_upgrade_orders USING btree (invoice_id) WHERE (invoice_id IS NOT NULL);
 
 CREATE TABLE commands (
     id bigint NOT NULL DEFAULT nextval('commands_id_seq'::regclass),

@@ -204,6 +204,30 @@ async def test_placing_an_upgrade_generates_one_invoice(billing: Billing) -> Non
     assert placed.invoice.id in await billing.invoice_link(juan, placed.invoice.id)
 
 
+async def test_an_upgrade_with_nothing_to_pay_is_applied_at_once(billing: Billing) -> None:
+    """Juan paid 100 $ for the year; Hosting Pro by the month is 15 $. By the help page's
+    rule (the new price for the period minus what was already paid, never below zero)
+    nothing is owed: the upgrade applies at once and no invoice is made — the customer is
+    told it is done, not sent a link to pay 0 $."""
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    pro = _product_id(await billing.upgrade_options(juan, service), "Hosting Pro")
+    placed = await billing.place_upgrade(
+        juan, service, pro, "monthly", today=MIDYEAR, request_id="wamid.Z"
+    )
+    assert placed.applied and placed.invoice is None and placed.invoice_url is None
+    assert placed.quote.amount == Decimal("0.00")
+    now = await billing.get_service(juan, service)
+    assert now is not None
+    assert (now.product_name, now.billing_cycle) == ("Hosting Pro", "monthly")
+    assert await billing.list_invoices(juan, service_id=service, status="unpaid") == []
+    # Asked again (a retried command): the first answer, not a refusal.
+    again = await billing.place_upgrade(
+        juan, service, pro, "monthly", today=MIDYEAR, request_id="wamid.Z"
+    )
+    assert again.applied and again.product.name == "Hosting Pro"
+
+
 async def test_cancellation_request_once_per_request(billing: Billing) -> None:
     juan = await _client_id(billing, JUAN_WA)
     service = await _service_id(billing, juan, "juanperez.com.ar")

@@ -451,13 +451,17 @@ class FakeWhmcs:
         invoice.datepaid = when or datetime.now(UTC)
         for item in invoice.items:
             if item.type == "Upgrade" and item.relid in self.upgrades:
-                upgrade = self.upgrades[item.relid]
-                upgrade.paid = True
-                service = self.services[upgrade.serviceid]
-                product = self.products[upgrade.newpid]
-                service.pid = product.pid
-                service.billingcycle = CYCLE_TO_WHMCS[upgrade.newcycle]
-                service.amount = product.prices[upgrade.newcycle]
+                self._apply(self.upgrades[item.relid])
+
+    def _apply(self, upgrade: FakeUpgrade) -> None:
+        """The upgrade takes effect: WHMCS keeps the next due date and recalculates the
+        recurring price."""
+        upgrade.paid = True
+        service = self.services[upgrade.serviceid]
+        product = self.products[upgrade.newpid]
+        service.pid = product.pid
+        service.billingcycle = CYCLE_TO_WHMCS[upgrade.newcycle]
+        service.amount = product.prices[upgrade.newcycle]
 
     def _today(self) -> date:
         return self.today or datetime.now(UTC).date()
@@ -1034,6 +1038,9 @@ class FakeWhmcs:
             newcycle=cycle,
             amount=amount,
         )
+        if amount <= 0:
+            # Nothing to pay: WHMCS applies the upgrade at once, with no invoice.
+            self._apply(self.upgrades[upgrade_id])
         return {
             **body,
             "id": service.id,

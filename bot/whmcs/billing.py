@@ -10,7 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -330,11 +329,9 @@ class WhmcsBilling:
             "product": product_json(product),
         }
         if invoice_id is None:
-            # Nothing to pay, so WHMCS made no invoice: the link shows the service.
-            result["invoice"] = invoice_json(
-                Invoice("", client_id, sid, Decimal("0.00"), "paid", today)
-            )
-            result["invoice_url"] = f"{self.base_url}/clientarea.php?action=productdetails&id={sid}"
+            # Nothing to pay: WHMCS applied the upgrade at once and made no invoice.
+            result["invoice"] = None
+            result["invoice_url"] = None
             await self._ledger.finish(request_id, action, result)
             return placed_from(result)
         # Recorded before anything else can fail: a repeat must get this, not a new order.

@@ -130,7 +130,7 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
 
 
 def placed_from(result: Mapping[str, Any]) -> PlacedUpgrade:
-    q, p, i = result["quote"], result["product"], result["invoice"]
+    q, p, i = result["quote"], result["product"], result.get("invoice")
     return PlacedUpgrade(
         quote=UpgradeQuote(
             amount=Decimal(q["amount"]),
@@ -144,7 +144,9 @@ def placed_from(result: Mapping[str, Any]) -> PlacedUpgrade:
         product=Product(
             p["id"], p["category_id"], p["name"], {c: Decimal(v) for c, v in p["prices"].items()}
         ),
-        invoice=Invoice(
+        invoice=None
+        if i is None
+        else Invoice(
             id=i["id"],
             client_id=i["client_id"],
             service_id=i["service_id"],
@@ -152,7 +154,7 @@ def placed_from(result: Mapping[str, Any]) -> PlacedUpgrade:
             status=i["status"],
             due=date.fromisoformat(i["due"]) if i["due"] else None,
         ),
-        invoice_url=result["invoice_url"],
+        invoice_url=result.get("invoice_url"),
     )
 
 
