@@ -71,6 +71,8 @@ class Settings:
     whmcs_timeout_seconds: float = 15.0
     # WHMCS's API does not expose upgrade paths: they are read from this file.
     whmcs_upgrades_file: Path = Path("config/whmcs_upgrades.toml")
+    # Which WHMCS field says a client is verified (bot/whmcs/mapping.py, VerifiedRule).
+    whmcs_verified: str = "email_verified"
     # Upgrade pricing: "difference" (the help page's rule) or "prorata" (WHMCS's method).
     upgrade_pricing: str = "difference"
     # The customer panel (invoice links of the local backend).
@@ -156,6 +158,7 @@ class Settings:
             whmcs_upgrades_file=Path(
                 env.get("WHMCS_UPGRADES_FILE") or "config/whmcs_upgrades.toml"
             ),
+            whmcs_verified=env.get("WHMCS_VERIFIED", "email_verified").strip() or "email_verified",
             upgrade_pricing=_choice(env, "UPGRADE_PRICING", ("difference", "prorata")),
             panel_url=(env.get("PANEL_URL") or cls.panel_url).rstrip("/"),
             panel_details_url=env.get("PANEL_DETAILS_URL", cls.panel_details_url),

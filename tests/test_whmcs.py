@@ -791,6 +791,40 @@ async def test_transfer_checks(
     assert refused.value.reason == reason
 
 
+async def test_verified_can_be_a_custom_field_when_email_verification_is_off(
+    make: Make, fake: FakeWhmcs
+) -> None:
+    """With email verification off, WHMCS's email_verified is false for everyone: the
+    transfer's "verified" comes from a custom field staff tick instead."""
+    for client in fake.clients.values():
+        client.email_verified = False
+    fake.clients[1].customfields[7] = "on"
+    fake.clients[3].customfields[7] = "on"
+    fake.clients[4].customfields[7] = ""  # Pedro Dos: not ticked
+    by_email = await make()
+    assert (await by_email.get_client("1")).verified is False  # type: ignore[union-attr]
+    by_field = await make(whmcs_verified="customfield:7")
+    assert (await by_field.get_client("1")).verified is True  # type: ignore[union-attr]
+    assert (await by_field.get_client("4")).verified is False  # type: ignore[union-attr]
+    await by_field.sync_clients()
+    juan = await by_field.find_client_by_phone(JUAN_WA)
+    assert juan.client is not None and juan.client.verified is True
+    assert await by_field.transfer_service("1", "10", "3", request_id="v") is (
+        TransferResult.NEEDS_STAFF
+    )
+    with pytest.raises(BillingRefused) as refused:
+        await by_field.transfer_service("1", "10", "4", request_id="v2")
+    assert refused.value.reason == NOT_VERIFIED
+
+
+@pytest.mark.parametrize("setting", ["customfield:", "customfield:x", "verified", "email"])
+async def test_a_verified_rule_that_means_nothing_is_a_configuration_error(
+    make: Make, setting: str
+) -> None:
+    with pytest.raises(ConfigError, match="WHMCS_VERIFIED"):
+        await make(whmcs_verified=setting)
+
+
 async def test_transfer_already_done_by_staff(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
     fake.services[10].userid = 3
     assert await billing.transfer_service("1", "10", "3", request_id="t") is TransferResult.DONE

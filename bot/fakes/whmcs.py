@@ -133,6 +133,8 @@ class FakeClient:
     countrycode: str
     status: str = "Active"
     email_verified: bool = False
+    # Client custom fields by id (a tickbox stores "on").
+    customfields: dict[int, str] = field(default_factory=dict)
     companyname: str = ""
 
 
@@ -728,6 +730,7 @@ class FakeWhmcs:
             "status": c.status,
             "credit": "0.00",
             "email_verified": c.email_verified,
+            "customfields": [{"id": k, "value": v} for k, v in sorted(c.customfields.items())],
             "language": "spanish",
         }
 

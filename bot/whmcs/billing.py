@@ -28,6 +28,7 @@ from bot.whmcs.ledger import (
 )
 from bot.whmcs.mapping import (
     CANCELLATION_TYPES,
+    VerifiedRule,
     client_from,
     domain_from,
     invoice_from,
@@ -102,7 +103,11 @@ class WhmcsBilling:
             access_key=settings.whmcs_access_key,
             timeout_seconds=settings.whmcs_timeout_seconds,
         )
-        self._phones = PhoneIndex(self._api, pool, settings.default_region)
+        try:
+            self._verified = VerifiedRule.parse(settings.whmcs_verified)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self._phones = PhoneIndex(self._api, pool, settings.default_region, self._verified)
         self._ledger = RequestLedger(pool, self._api)
         self._catalog = Catalog(self._api)
         self._invoice_services: dict[str, str | None] = {}
@@ -134,13 +139,13 @@ class WhmcsBilling:
         if cid is None:
             return None
         details = await client_details(self._api, clientid=cid)
-        return None if details is None else client_from(details)
+        return None if details is None else client_from(details, self._verified)
 
     async def find_client_by_email(self, email: str) -> Client | None:
         if not email.strip():
             return None
         details = await client_details(self._api, email=email.strip())
-        return None if details is None else client_from(details)
+        return None if details is None else client_from(details, self._verified)
 
     async def refresh_client(self, client_id: str) -> Client | None:
         return await self._phones.refresh(client_id)

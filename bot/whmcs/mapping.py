@@ -58,12 +58,56 @@ class CatalogProduct:
     pricing: Mapping[str, Mapping[str, Decimal]]
 
 
-def client_from(details: Mapping[str, Any]) -> Client:
+# A client custom field's values that mean "yes": a tickbox stores "on".
+_YES = frozenset({"on", "yes", "si", "sí", "1", "true", "verificado", "verified"})
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRule:
+    """Which WHMCS field says a client is verified (the transfer's "both accounts
+    verified", SPEC §3) — `WHMCS_VERIFIED`:
+
+    - `email_verified`: the email address was confirmed. It belongs to the account's
+      owner user, and is false for everyone when the installation does not ask for email
+      verification: set another rule there.
+    - `customfield:<id>`: a client custom field (a tickbox "Verificado" staff tick after
+      checking the documents, say) whose value is yes/on/sí/1.
+    """
+
+    field: str
+    custom_field_id: str | None = None
+
+    @classmethod
+    def parse(cls, setting: str) -> VerifiedRule:
+        text = setting.strip() or "email_verified"
+        if text == "email_verified":
+            return cls("email_verified")
+        kind, _, field_id = text.partition(":")
+        if kind == "customfield" and field_id.strip().isdigit():
+            return cls("customfield", field_id.strip())
+        raise ValueError(
+            f"WHMCS_VERIFIED must be email_verified or customfield:<id>, got {setting!r}"
+        )
+
+    def __call__(self, details: Mapping[str, Any]) -> bool:
+        if self.custom_field_id is None:
+            return truthy(details.get("email_verified"))
+        fields = details.get("customfields")
+        for field in fields if isinstance(fields, list) else []:
+            if isinstance(field, dict) and as_text(field.get("id")) == self.custom_field_id:
+                return as_text(field.get("value")).strip().lower() in _YES
+        return False
+
+
+EMAIL_VERIFIED = VerifiedRule("email_verified")
+
+
+def client_from(details: Mapping[str, Any], verified: VerifiedRule = EMAIL_VERIFIED) -> Client:
     return Client(
         id=as_text(details.get("id") or details.get("client_id") or details.get("userid")),
         name=client_name(details),
         email=as_text(details.get("email")),
-        verified=truthy(details.get("email_verified")),
+        verified=verified(details),
     )
 
 

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 
 from bot.whmcs.api import DETAIL_CONCURRENCY, PAGE, WhmcsApi, rows
-from bot.whmcs.mapping import client_from, client_name
-from bot.whmcs.values import as_text, count, truthy, wid
+from bot.whmcs.mapping import EMAIL_VERIFIED, VerifiedRule, client_from, client_name
+from bot.whmcs.values import as_text, count, wid
 from flows.billing import NOT_FOUND, BillingRefused, Client, ClientLookup, Found
 from flows.phones import phone_key, wa_id_key
 from store import whmcs_index as index
@@ -44,10 +44,17 @@ async def client_details(api: WhmcsApi, **lookup: str) -> dict[str, Any] | None:
 
 
 class PhoneIndex:
-    def __init__(self, api: WhmcsApi, pool: asyncpg.Pool, default_region: str) -> None:
+    def __init__(
+        self,
+        api: WhmcsApi,
+        pool: asyncpg.Pool,
+        default_region: str,
+        verified: VerifiedRule = EMAIL_VERIFIED,
+    ) -> None:
         self._api = api
         self._pool = pool
         self._default_region = default_region
+        self._verified = verified
 
     async def find(self, wa_id: str) -> ClientLookup:
         key = wa_id_key(wa_id)
@@ -72,7 +79,7 @@ class PhoneIndex:
             await index.delete_client(self._pool, cid)
             return None
         await index.upsert_client(self._pool, self._indexed(cid, details))
-        return client_from(details)
+        return client_from(details, self._verified)
 
     async def sync(self) -> SyncReport:
         """Page through every WHMCS client and rebuild the phone index from their
@@ -130,7 +137,7 @@ class PhoneIndex:
             name=client_name(details),
             email=as_text(details.get("email")),
             status=as_text(details.get("status")) or "Active",
-            verified=truthy(details.get("email_verified")),
+            verified=self._verified(details),
         )
 
     def _phone_of(self, details: Mapping[str, Any]) -> tuple[str, str | None]:
