@@ -190,6 +190,9 @@ UNPAID_INVOICES = "unpaid_invoices"
 NOT_VERIFIED = "not_verified"
 SAME_CLIENT = "same_client"
 ALREADY_REQUESTED = "already_requested"  # a cancellation for this service is pending
+# The service's payment gateway is disabled and the client has no active default one: the
+# invoice could not be paid, so the billing system would refuse the order.
+NO_PAYMENT_METHOD = "no_payment_method"
 
 
 class BillingReader(Protocol):

@@ -22,6 +22,7 @@ from flows.billing import (
     ALREADY_REQUESTED,
     CYCLE_FIXED,
     CYCLE_NOT_SOLD,
+    NO_PAYMENT_METHOD,
     NOT_AN_UPGRADE,
     NOT_FOUND,
     NOT_OFFERED,
@@ -696,6 +697,30 @@ async def test_unreachable_whmcs_changes_nothing(
     assert await whmcs_index.unresolved_requests(db) == []
     placed = await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="r9")
     assert placed.invoice.total == Decimal("50.00")
+
+
+async def test_a_disabled_gateway_uses_the_client_s_active_default(
+    billing: WhmcsBilling, fake: FakeWhmcs
+) -> None:
+    """WHMCS checks the payment method only when the upgrade is placed: a service billed
+    through a gateway since disabled passes the calculation and fails at confirmation.
+    The client's default gateway, when active, is used from the quote on."""
+    fake.services[10].paymentmethod = "paypal"  # not among the active gateways
+    quote = await billing.quote_upgrade("1", "10", "2", "annually", today=TODAY)
+    placed = await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="gw-1")
+    assert placed.quote == quote
+    assert [c["paymentmethod"] for c in real_upgrades(fake)] == ["banktransfer"]
+
+
+async def test_no_active_gateway_is_refused_when_quoting(
+    billing: WhmcsBilling, fake: FakeWhmcs
+) -> None:
+    fake.services[10].paymentmethod = "paypal"
+    fake.clients[1].defaultgateway = "paypal"
+    with pytest.raises(BillingRefused) as refused:
+        await billing.quote_upgrade("1", "10", "2", "annually", today=TODAY)
+    assert refused.value.reason == NO_PAYMENT_METHOD
+    assert real_upgrades(fake) == []
 
 
 async def test_pending_upgrade_invoice_refuses_another(

@@ -135,6 +135,8 @@ class FakeClient:
     email_verified: bool = False
     # Client custom fields by id (a tickbox stores "on").
     customfields: dict[int, str] = field(default_factory=dict)
+    # The client's default gateway; None: the installation's first.
+    defaultgateway: str | None = None
     companyname: str = ""
 
 
@@ -634,6 +636,7 @@ class FakeWhmcs:
             "getproducts": self._get_products,
             "getinvoices": self._get_invoices,
             "getinvoice": self._get_invoice,
+            "getpaymentmethods": self._get_payment_methods,
             "upgradeproduct": self._upgrade_product,
             "addcancelrequest": self._add_cancel_request,
             "getclientsdomains": self._get_clients_domains,
@@ -725,7 +728,8 @@ class FakeWhmcs:
             "telephoneNumber": formatted,
             "currency": 1,
             "currency_code": self.currency,
-            "defaultgateway": self.payment_methods[0] if self.payment_methods else "",
+            "defaultgateway": c.defaultgateway
+            or (self.payment_methods[0] if self.payment_methods else ""),
             "groupid": 0,
             "status": c.status,
             "credit": "0.00",
@@ -877,6 +881,18 @@ class FakeWhmcs:
             "startnumber": start,
             "numreturned": len(page),
             "invoices": listed,
+        }
+
+    def _get_payment_methods(self, params: dict[str, str]) -> JSONDict:
+        """The active gateways; a service whose `paymentmethod` is not among them bills
+        through a disabled one (WHMCS refuses its upgrade only when it is placed)."""
+        methods = [
+            {"module": m, "displayname": m.replace("_", " ").title()} for m in self.payment_methods
+        ]
+        return {
+            "result": "success",
+            "totalresults": len(methods),
+            "paymentmethods": {"paymentmethod": methods},
         }
 
     def _ordered_invoices(

@@ -36,6 +36,7 @@ ACTIONS = (
     "GetProducts",
     "GetInvoices",
     "GetInvoice",
+    "GetPaymentMethods",
     "UpgradeProduct",
     "AddCancelRequest",
     "GetClientsDomains",

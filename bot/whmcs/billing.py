@@ -39,6 +39,7 @@ from bot.whmcs.phone_index import PhoneIndex, SyncReport, client_details
 from bot.whmcs.upgrade_paths import UpgradePaths
 from bot.whmcs.values import as_text, formatted_money, money, truthy, wid
 from flows.billing import (
+    NO_PAYMENT_METHOD,
     NOT_FOUND,
     NOT_OFFERED,
     NOT_VERIFIED,
@@ -258,6 +259,7 @@ class WhmcsBilling:
         owned = await self._own_service(client_id, service_id)
         service = owned.service
         ensure_upgradable(service)
+        owned = replace(owned, payment_method=await self._gateway(owned, client_id))
         if service.billing_cycle not in CYCLE_MONTHS:
             return []
         catalog = await self._catalog.products()
@@ -388,6 +390,7 @@ class WhmcsBilling:
         owned = await self._own_service(client_id, service_id)
         service = owned.service
         ensure_upgradable(service)
+        owned = replace(owned, payment_method=await self._gateway(owned, client_id))
         if service.billing_cycle not in CYCLE_MONTHS:
             raise BillingRefused(NOT_OFFERED, f"{service.id} is billed {service.billing_cycle}")
         if product_id not in self.paths.targets.get(service.product_id, ()):
@@ -397,6 +400,30 @@ class WhmcsBilling:
             log.warning("WHMCS_UPGRADES_FILE lists pid %s, which WHMCS does not have", product_id)
             raise BillingRefused(NOT_OFFERED, f"no product {product_id}")
         return owned, priced_product(catalog[product_id], await self._currency(client_id))
+
+    async def _gateway(self, owned: _OwnedService, client_id: str) -> str:
+        """The gateway the upgrade's invoice goes through: the service's own, or, when
+        that one is disabled (WHMCS checks it only when the order is placed, not in its
+        calculation), the client's default one if active. Neither: refused at the quote,
+        before the customer confirms anything."""
+        active = await self._catalog.active_gateways()
+        if owned.payment_method in active:
+            return owned.payment_method
+        cid = wid(client_id)
+        details = None if cid is None else await client_details(self._api, clientid=cid)
+        default = as_text(details.get("defaultgateway")) if details else ""
+        if default in active:
+            log.info(
+                "service %s bills through %r, now disabled: the upgrade uses the client's %r",
+                owned.service.id,
+                owned.payment_method,
+                default,
+            )
+            return default
+        raise BillingRefused(
+            NO_PAYMENT_METHOD,
+            f"service {owned.service.id}: {owned.payment_method!r} disabled, no active default",
+        )
 
     def _quote(self, service: Service, product: Product, cycle: str, today: date) -> UpgradeQuote:
         return upgrade_quote(self.policy, service, product, cycle, today=today)

@@ -1,6 +1,7 @@
 """WHMCS's product catalog, for naming services' categories and pricing upgrades: one
 GetProducts answer (every product, with its prices per currency and cycle) shared by
-every request for a few minutes."""
+every request for a few minutes; and, kept the same way, the payment gateways that are
+active (GetPaymentMethods)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Catalog:
     def __init__(self, api: WhmcsApi) -> None:
         self._api = api
         self._cache: tuple[float, dict[str, CatalogProduct]] | None = None
+        self._gateways: tuple[float, frozenset[str]] | None = None
         self._lock = asyncio.Lock()
 
     async def products(self) -> dict[str, CatalogProduct]:
@@ -43,3 +45,17 @@ class Catalog:
         except BillingUnavailable as e:
             log.warning("WHMCS products unavailable, services listed without categories: %s", e)
             return {}
+
+    async def active_gateways(self) -> frozenset[str]:
+        """The payment gateways WHMCS has active (their module names), kept a few
+        minutes: an order billed through a disabled one is refused when placed."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._gateways is not None and now - self._gateways[0] < _CATALOG_TTL:
+                return self._gateways[1]
+            body = await self._api.call("GetPaymentMethods", {})
+            found = frozenset(
+                str(r.get("module")) for r in rows(body, "paymentmethods", "paymentmethod")
+            )
+            self._gateways = (now, found)
+            return found
