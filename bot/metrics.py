@@ -60,6 +60,13 @@ SENDS = Counter("sends_total", "Messages accepted by the Cloud API", ["sent_as"]
 SEND_ERRORS = Counter(
     "send_errors_total", "Send errors by Cloud API error code", ["code"], registry=REGISTRY
 )
+BILLING_CONFIGURATION_ERRORS = Counter(
+    "billing_configuration_errors_total",
+    "Billing calls refused for our setup (credentials, IP, API role), by action: an "
+    "operator must look",
+    ["action"],
+    registry=REGISTRY,
+)
 COMMANDS = Counter(
     "commands_total",
     "Billing commands carried out, by kind and outcome (done, refused, unknown, "

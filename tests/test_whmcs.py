@@ -905,6 +905,42 @@ async def test_credential_errors_are_unavailable_and_logged(
     assert "Check WHMCS_URL, WHMCS_IDENTIFIER" in caplog.text
 
 
+async def test_an_ip_banned_after_failed_logins_is_a_configuration_error(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three wrong secrets and WHMCS bans the address: the right credentials are refused
+    too, with a 403 whatever its words. Billing is unavailable — never a refusal told to a
+    customer — and the operator is alerted (log and metric)."""
+    from bot.metrics import BILLING_CONFIGURATION_ERRORS
+
+    def alerts() -> float:
+        return BILLING_CONFIGURATION_ERRORS.labels(action="GetClientsDetails")._value.get()
+
+    before = alerts()
+    wrong = await make(whmcs_secret="wrong")
+    for _ in range(3):
+        with pytest.raises(BillingUnavailable):
+            await wrong.get_client("1")
+    right = await make()
+    with caplog.at_level(logging.ERROR, logger="bot.whmcs"), pytest.raises(BillingUnavailable):
+        await right.get_client("1")
+    assert "banned" in caplog.text and "Check WHMCS_URL" in caplog.text
+    assert alerts() == before + 4
+
+
+async def test_an_action_the_api_role_lacks_is_a_configuration_error(
+    db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with FakeWhmcs(
+        DATA, identifier=IDENTIFIER, secret=SECRET, allowed_actions=["GetClientsDetails"]
+    ) as fake:
+        settings = fake.settings_for(Settings(), tmp_path / "u.toml")
+        async with WhmcsBilling(settings, db) as billing:
+            assert (await billing.get_client("1")) is not None
+            with pytest.raises(BillingUnavailable, match="not allowed"):
+                await billing.list_services("1")
+
+
 async def test_api_role_with_exactly_the_documented_actions(
     db: asyncpg.Pool, tmp_path: Path
 ) -> None:

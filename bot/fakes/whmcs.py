@@ -90,6 +90,7 @@ _CENT = Decimal("0.01")
 _KINDS = ("clients", "categories", "products", "services", "invoices", "domains")
 
 _dumps: Callable[[Any], str] = functools.partial(json.dumps, ensure_ascii=False)
+BAN_AFTER_FAILED_LOGINS = 3
 
 
 class FailureKind(Enum):
@@ -311,6 +312,7 @@ class FakeWhmcs:
         self.calls: list[ApiCall] = []
 
         self._failures: deque[_Failure] = deque()
+        self._failed_logins: dict[str, int] = {}
         # How MySQL happens to order rows that tie under ORDER BY (seeded: reproducible).
         self._ties = random.Random(7)
         self._seq = 0
@@ -616,9 +618,15 @@ class FakeWhmcs:
         # answer differently; without the access key the IP allow-list applies.
         if not params.get("identifier") or not params.get("secret"):
             raise _ApiError("Authentication Failed", 403)
+        if self._failed_logins.get(remote, 0) >= BAN_AFTER_FAILED_LOGINS:
+            # WHMCS bans an address after repeated failed logins: right credentials are
+            # refused too until staff lift the ban.
+            raise _ApiError(f"Your IP {remote} has been banned", 403)
         if params["identifier"] != self.identifier:
+            self._failed_logins[remote] = self._failed_logins.get(remote, 0) + 1
             raise _ApiError("Invalid or missing credentials", 403)
         if not secrets.compare_digest(params["secret"], self.secret):
+            self._failed_logins[remote] = self._failed_logins.get(remote, 0) + 1
             raise _ApiError("Authentication Failed", 403)
         if self.access_key is not None and not secrets.compare_digest(
             params.get("accesskey", ""), self.access_key
@@ -645,7 +653,7 @@ class FakeWhmcs:
         }
         handler = handlers.get(action)
         if handler is None:
-            raise _ApiError(f'Invalid API Action: "{action}"')
+            raise _ApiError(f'Invalid API Action: "{action}"', 403)
         return handler(params)
 
     # --- clients ---------------------------------------------------------------------------

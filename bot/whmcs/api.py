@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import aiohttp
 
+from bot import metrics
 from bot.whmcs.values import as_text, count
 from flows.billing import (
     ALREADY_REQUESTED,
@@ -61,6 +62,7 @@ _AUTH_ERRORS = (
     "ip banned",
     "access denied",
     "invalid api action",
+    "administrator account disabled",
 )
 _NOT_FOUND_ERRORS = (
     "client not found",
@@ -171,7 +173,13 @@ class WhmcsApi:
             raise NoAnswer(f"connection lost ({type(e).__name__})", connection_lost=True) from None
         body = _json_object(text)
         if body is not None and "error" in (body.get("result"), body.get("status")):
-            self._refuse(action, as_text(body.get("message")))
+            message = as_text(body.get("message"))
+            if status == 403:
+                # WHMCS answers whatever stops it from serving the API at all — wrong
+                # credentials, an IP not allowed or banned after failed logins, a role
+                # without the action, a disabled admin — with 403, whatever the words.
+                self._misconfigured(action, message)
+            self._refuse(action, message)
         if status >= 400 or body is None or body.get("result") != "success":
             # An HTML error page (WHMCS answers PHP fatal errors that way), a proxy's
             # page, or output that is not the JSON asked for.
@@ -187,17 +195,25 @@ class WhmcsApi:
             text = text.replace(value, "***")
         return text
 
-    def _refuse(self, action: str, message: str) -> NoReturn:
+    def _misconfigured(self, action: str, message: str) -> NoReturn:
+        """Our setup, not the customer's request: billing is unavailable (never a refusal
+        told to a customer) and an operator is alerted."""
         message = self._scrub(message)
+        metrics.BILLING_CONFIGURATION_ERRORS.labels(action=action).inc()
+        log.error(
+            "WHMCS refused %s: %r. Check WHMCS_URL, WHMCS_IDENTIFIER, WHMCS_SECRET, "
+            "WHMCS_ACCESS_KEY, the API role's actions, the IP allow-list and whether the "
+            "bot's admin user is active",
+            action,
+            message,
+        )
+        raise BillingUnavailable(f"WHMCS {action}: {message}")
+
+    def _refuse(self, action: str, message: str) -> NoReturn:
         lowered = message.lower()
         if lowered.startswith(_AUTH_ERRORS):
-            log.error(
-                "WHMCS refused %s: %r. Check WHMCS_URL, WHMCS_IDENTIFIER, WHMCS_SECRET, "
-                "WHMCS_ACCESS_KEY, the API role's actions and the IP allow-list",
-                action,
-                message,
-            )
-            raise BillingUnavailable(f"WHMCS {action}: {message}")
+            self._misconfigured(action, message)
+        message = self._scrub(message)
         if lowered in _NOT_FOUND_ERRORS:
             raise BillingRefused(NOT_FOUND, message)
         for fragment, reason in _REFUSALS:
