@@ -165,7 +165,10 @@ class Dispatcher:
                     return 0
                 # The flow steps (and their billing reads) run side by side; what they
                 # write goes through this transaction, one turn after the other.
-                decided = await asyncio.gather(*(self._decide(start) for start in starts))
+                prompts = await _prompts_on_screen(conn, starts)
+                decided = await asyncio.gather(
+                    *(self._decide(s, prompts.get(s.conversation.id)) for s in starts)
+                )
                 for start, decision in zip(starts, decided, strict=True):
                     try:
                         if isinstance(decision, _TurnFailed):
@@ -214,7 +217,9 @@ class Dispatcher:
         if gave_up:
             await self._apologise(claimed)
 
-    async def _decide(self, start: turns.TurnStart) -> _Decision | _TurnFailed:
+    async def _decide(
+        self, start: turns.TurnStart, current_prompt: str | None
+    ) -> _Decision | _TurnFailed:
         """Identify the customer and run the flow step: what the turn will write. No
         database writes here; the billing reads have their own connections (at most
         DISPATCH_BATCH_READERS at once in this process)."""
@@ -227,6 +232,7 @@ class Dispatcher:
             wa_id=conv.wa_id,
             profile_name=conv.profile_name,
             id=conv.id,
+            current_prompt=current_prompt,
         )
         identity = Identity(IdentityStatus.UNKNOWN)
         async with self._readers:
@@ -310,9 +316,16 @@ class Dispatcher:
                         )
                 case SetAlerts(client_id=alerts_client, enabled=enabled):
                     await turns.set_alerts(conn, alerts_client, enabled)
-                case NumberChanged(old_wa_id=old, new_wa_id=new, client_id=changed_client):
+                case NumberChanged(
+                    old_wa_id=old, new_wa_id=new, new_user_id=new_user, client_id=changed
+                ):
                     recipient = await turns.move_conversation(
-                        conn, conv.id, old_wa_id=old, new_wa_id=new, client_id=changed_client
+                        conn,
+                        conv.id,
+                        old_wa_id=old,
+                        new_wa_id=new,
+                        new_user_id=new_user,
+                        client_id=changed,
                     )
                 case Notify(conversation_id=to, key=key):
                     wamid = f"signal:{key}"
@@ -364,6 +377,17 @@ class Dispatcher:
                 replies=[turns.OutgoingRow(to_json(Text(self.catalog.text("common.error"))), None)],
             )
         self.signals.notify(OUTBOX)
+
+
+async def _prompts_on_screen(conn: Conn, starts: list[turns.TurnStart]) -> dict[int, str]:
+    """The prompt on screen of each conversation whose message is a tap quoting one of
+    our messages (only those need it: flows.conversation._stale_tap)."""
+    tapping = [
+        s.conversation.id
+        for s in starts
+        if s.message.data.get("kind") == "choice" and s.message.data.get("context_id")
+    ]
+    return await turns.current_prompts(conn, tapping) if tapping else {}
 
 
 async def _lock_conversation(

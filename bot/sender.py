@@ -1,7 +1,8 @@
 """The outbox sender: claims rows within the limits, sends them, records what happened.
 
-- Global budget and per-recipient pacing come from `store.outbox.claim` (shared by all
-  processes). One recipient's messages leave one at a time, in order.
+- Global budget and per-person pacing come from `store.outbox.claim` (shared by all
+  processes). One person's messages leave one at a time, in order, whether addressed to
+  their phone or their business-scoped user id.
 - Transient errors (SPEC §5) are retried with exponential backoff and jitter; permanent
   ones fail the row at once.
 - A request that may have reached Meta (read timeout, dropped connection) is *not*
@@ -220,7 +221,7 @@ class Sender:
                 async with self.pool.acquire() as conn:
                     if code == PAIR_LIMIT:
                         interval = self.settings.recipient_interval_seconds * send.attempts
-                        await outbox.block_recipient(conn, send.recipient, interval)
+                        await outbox.block_recipient(conn, send.pace_key, interval)
                     else:
                         await outbox.drain_budget(conn)
                 return self._retry_or_fail(send, code, text, base=2.0, cap=600.0)

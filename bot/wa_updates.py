@@ -68,11 +68,13 @@ class ParsedUpdate:
 
 
 def conversation_key(wa_id: str | None, user_id: str | None) -> str | None:
-    """The phone when we have it, otherwise the business-scoped user id."""
-    if wa_id:
-        return wa_id
+    """A new person's conversation key: their business-scoped user id (stable since
+    WhatsApp's 2026 usernames) when the update carries it, else their phone. The database
+    maps every id a person has used to their one conversation (migration 012)."""
     if user_id:
         return f"u:{user_id}"
+    if wa_id:
+        return wa_id
     return None
 
 
@@ -166,6 +168,10 @@ def _message(msg: dict[str, Any], contacts: list[dict[str, Any]]) -> InboundMess
     contact = _contact_for(msg, contacts)
     wa_id = _str(msg.get("from")) or _str(contact.get("wa_id"))
     user_id = _str(msg.get("from_user_id")) or _str(contact.get("user_id"))
+    system = msg.get("system")
+    if isinstance(system, dict) and _str(system.get("previous_user_id")):
+        # A changed id is announced under the ids the person had until then.
+        user_id = _str(system.get("previous_user_id"))
     key = conversation_key(wa_id, user_id)
     if key is None:
         return None
@@ -193,7 +199,15 @@ def _content(mtype: str, msg: dict[str, Any]) -> dict[str, Any]:
         reply = _choice(msg)
         if reply is not None:
             choice_id, title = reply
-            return {"kind": "choice", "choice_id": choice_id, "text": title}
+            context = msg.get("context") if isinstance(msg.get("context"), dict) else {}
+            assert isinstance(context, dict)
+            # The business message whose button or row was tapped.
+            return {
+                "kind": "choice",
+                "choice_id": choice_id,
+                "text": title,
+                "context_id": _str(context.get("id")),
+            }
     if mtype in _CAPTIONED:
         # A photo or a file with words under it: the words are read, the file is not.
         media = msg.get(mtype) if isinstance(msg.get(mtype), dict) else {}
@@ -230,6 +244,9 @@ def _content(mtype: str, msg: dict[str, Any]) -> dict[str, Any]:
             "system_type": _str(system.get("type")),
             # New payloads carry `wa_id`, older ones `new_wa_id`.
             "new_wa_id": _str(system.get("wa_id")) or _str(system.get("new_wa_id")),
+            # A number change makes a new BSUID too (`user_changed_number`), and a BSUID
+            # can change alone (`user_changed_user_id`, no phone at all).
+            "new_user_id": _str(system.get("user_id")),
         }
     return {"kind": "unsupported"}
 

@@ -52,12 +52,15 @@ class SetAlerts:
 
 @dataclass(frozen=True, slots=True)
 class NumberChanged:
-    """WhatsApp says this user's number changed: the conversation moves to the new
-    number and, for a known customer, the new number stays tied to their account."""
+    """WhatsApp says this user's number or business-scoped user id changed: the
+    conversation follows the new ids (a number change brings a new BSUID too; a BSUID
+    can change alone, with no phone) and, for a known customer, a new number stays tied
+    to their account."""
 
     old_wa_id: str
-    new_wa_id: str
+    new_wa_id: str | None
     client_id: str | None
+    new_user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

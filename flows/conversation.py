@@ -42,6 +42,7 @@ START = "menu.start"
 # States where an idle conversation has nothing in progress to expire.
 _AT_REST = {"menu.start", "menu.main", "menu.ended", "menu.handed_over"}
 _CHANGED_NUMBER = {"user_changed_number", "customer_changed_number"}
+_CHANGED_USER_ID = "user_changed_user_id"
 
 
 async def handle(
@@ -110,6 +111,13 @@ async def _handle(
         turn.state = START
         turn.replies.append(_text(deps, "common.session_expired"))
 
+    if _stale_tap(inbound, conv):
+        # A button or row of an earlier message: what it meant then may not hold now
+        # (another service, another amount). The current options again, nothing chosen.
+        turn.replies.append(_text(deps, "common.stale_choice"))
+        await run(flow_cls, state, lambda s: s.render())
+        return turn
+
     if inbound.kind is InboundKind.UNSUPPORTED:
         turn.replies.append(_text(deps, "common.unsupported"))
         return turn
@@ -156,6 +164,18 @@ async def _handle(
     else:
         turn.context.pop(LADDER_KEY, None)
     return turn
+
+
+def _stale_tap(inbound: Inbound, conv: ConversationView) -> bool:
+    """A tap on an interactive message that is not the last one we sent. (A template's
+    quick-reply button is not a prompt: its payload is a command that holds any time.)"""
+    return (
+        inbound.kind is InboundKind.CHOICE
+        and inbound.type == "interactive"
+        and inbound.context_id is not None
+        and conv.current_prompt is not None
+        and inbound.context_id != conv.current_prompt
+    )
 
 
 def _resolve(full_state: str) -> tuple[type[Step], str]:
@@ -229,18 +249,22 @@ async def _flow_message(
 def _system_notice(
     inbound: Inbound, identity: Identity, conv: ConversationView, deps: Deps, turn: Turn
 ) -> None:
-    if inbound.system_type not in _CHANGED_NUMBER or not inbound.new_wa_id:
+    number_changed = inbound.system_type in _CHANGED_NUMBER and bool(inbound.new_wa_id)
+    id_changed = inbound.system_type == _CHANGED_USER_ID and bool(inbound.new_user_id)
+    if not (number_changed or id_changed):
         log.info("system message %s ignored", inbound.system_type)
         return
     known = identity.status is IdentityStatus.IDENTIFIED and identity.client is not None
     turn.effects.append(
         NumberChanged(
             old_wa_id=conv.wa_id or "",
-            new_wa_id=inbound.new_wa_id,
+            new_wa_id=inbound.new_wa_id if number_changed else None,
             client_id=identity.client.id if known and identity.client else None,
+            new_user_id=inbound.new_user_id,
         )
     )
-    if known:
+    # A new BSUID alone changes nothing the customer sees: nothing to tell them.
+    if known and number_changed:
         turn.replies.append(
             _text(deps, "identity.number_changed", panel_url=deps.panel_details_url)
         )

@@ -116,8 +116,11 @@ class Inbound:
     timestamp: datetime
     text: str = ""
     choice_id: str | None = None
+    # For a tap: the wamid of our message it belongs to (WhatsApp quotes it).
+    context_id: str | None = None
     system_type: str | None = None
     new_wa_id: str | None = None
+    new_user_id: str | None = None
     # A photo, video or document whose caption is the text (we read only the words).
     media: str | None = None
     # A system message for one flow: a command's outcome or another conversation's signal.
@@ -144,8 +147,10 @@ class Inbound:
             timestamp=timestamp,
             text=data.get("text") or "",
             choice_id=data.get("choice_id"),
+            context_id=data.get("context_id"),
             system_type=data.get("system_type"),
             new_wa_id=data.get("new_wa_id"),
+            new_user_id=data.get("new_user_id"),
             media=data.get("media"),
             flow=data.get("flow"),
             outcome=outcome,
@@ -207,6 +212,10 @@ class ConversationView:
     wa_id: str | None
     profile_name: str | None = None
     id: int | None = None
+    # The wamid of the last interactive message sent here (the prompt on the customer's
+    # screen): "" while WhatsApp has not accepted it yet, None when unknown or not asked
+    # (it is read only for a tap that quotes a message).
+    current_prompt: str | None = None
 
 
 @dataclass(slots=True)

@@ -193,7 +193,8 @@ async def enqueue_system_message(
     inserted = await conn.fetchval(
         """
         INSERT INTO inbox (wamid, conversation_key, message)
-        SELECT $2, c.key, $3 FROM conversations AS c WHERE c.id = $1
+        SELECT $2, c.key, $3 FROM conversations AS c
+        WHERE c.id = (SELECT coalesce(merged_into, id) FROM conversations WHERE id = $1)
         ON CONFLICT (wamid) DO NOTHING
         RETURNING true
         """,

@@ -1,10 +1,10 @@
-"""The sender's SQL: claim sendable rows within the global budget and per-recipient
+"""The sender's SQL: claim sendable rows within the global budget and per-person
 pacing, then record each outcome.
 
 Both limits are token buckets kept in PostgreSQL, so several processes together respect
 them: the number-wide budget (80 msg/s by default) in the single `send_budget` row, and
 WhatsApp's pair limit (about one message every 6 s to one user, short bursts allowed) in
-`recipient_pacing`.
+`recipient_pacing`, one bucket per person (`outbox.pace_key`, migration 012).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class Pacing:
 class ClaimedSend:
     id: int
     recipient: str
+    # Whose bucket paces it: the person (their conversation), whatever address (phone or
+    # BSUID) this message goes to.
+    pace_key: str
     message: dict[str, Any]
     template: dict[str, Any] | None
     attempts: int  # including this one
@@ -92,7 +95,7 @@ async def claim(conn: Conn, limit: int, pacing: Pacing) -> Claim:
                     + extract(epoch FROM now() - p.updated_at) / $3::float8) - 1,
                 updated_at = now()
             """,
-            [r["recipient"] for r in rows],
+            [r["pace_key"] for r in rows],
             float(pacing.recipient_burst),
             pacing.recipient_interval_seconds,
         )
@@ -102,6 +105,7 @@ async def claim(conn: Conn, limit: int, pacing: Pacing) -> Claim:
             ClaimedSend(
                 id=r["id"],
                 recipient=r["recipient"],
+                pace_key=r["pace_key"],
                 message=r["message"],
                 template=r["template"],
                 attempts=r["attempts"],
@@ -221,8 +225,9 @@ async def record(conn: Conn, outcomes: Sequence[Outcome]) -> None:
             )
 
 
-async def block_recipient(conn: Conn, recipient: str, seconds: float) -> None:
-    """WhatsApp said we hit the pair limit for this user (131056): pause them only."""
+async def block_recipient(conn: Conn, pace_key: str, seconds: float) -> None:
+    """WhatsApp said we hit the pair limit for this user (131056): pause them only
+    (`pace_key`: ClaimedSend.pace_key)."""
     await conn.execute(
         """
         INSERT INTO recipient_pacing AS p (recipient, tokens, updated_at, blocked_until)
@@ -230,7 +235,7 @@ async def block_recipient(conn: Conn, recipient: str, seconds: float) -> None:
         ON CONFLICT (recipient) DO UPDATE SET tokens = 0, updated_at = now(),
             blocked_until = now() + make_interval(secs => $2)
         """,
-        recipient,
+        pace_key,
         seconds,
     )
 

@@ -229,6 +229,23 @@ async def record_failure(
     return attempts is not None and attempts >= max_attempts
 
 
+async def current_prompts(db: Conn | asyncpg.Pool, conversation_ids: list[int]) -> dict[int, str]:
+    """For each conversation, the wamid of the last interactive message queued for it
+    ("" while WhatsApp has not accepted it); conversations never sent one are absent."""
+    rows = await db.fetch(
+        """
+        SELECT c.id, last.wamid FROM unnest($1::bigint[]) AS c(id)
+        CROSS JOIN LATERAL (
+            SELECT o.wamid FROM outbox AS o
+            WHERE o.conversation_id = c.id AND o.message ->> 'kind' IN ('buttons', 'list')
+            ORDER BY o.id DESC LIMIT 1
+        ) AS last
+        """,
+        conversation_ids,
+    )
+    return {r["id"]: r["wamid"] or "" for r in rows}
+
+
 # -- effects ---------------------------------------------------------------------------
 
 
@@ -302,22 +319,36 @@ async def move_conversation(
     conversation_id: int,
     *,
     old_wa_id: str,
-    new_wa_id: str,
+    new_wa_id: str | None,
+    new_user_id: str | None,
     client_id: str | None,
 ) -> str:
-    """After a number change: the conversation follows the new number (unless that
-    number already has one) and a known customer's new number is linked to them.
-    Returns the recipient to use from now on."""
-    moved = await conn.fetchval(
+    """After a number or BSUID change: the conversation answers to the new ids (a
+    conversation the new ids already started is merged into it), the old number is no
+    longer its alias (numbers are recycled), and a known customer's new number is tied to
+    them. The conversation's key and id do not change. Returns the recipient to use from
+    now on."""
+    if new_user_id:
+        await conn.execute("SELECT claim_alias($1, $2)", f"u:{new_user_id}", conversation_id)
+    if new_wa_id:
+        await conn.execute("SELECT claim_alias($1, $2)", new_wa_id, conversation_id)
+        if old_wa_id and old_wa_id != new_wa_id:
+            await conn.execute(
+                "DELETE FROM conversation_aliases WHERE alias = $1 AND conversation_id = $2",
+                old_wa_id,
+                conversation_id,
+            )
+    recipient = await conn.fetchval(
         """
-        UPDATE conversations SET key = $2, wa_id = $2
-        WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM conversations WHERE key = $2)
-        RETURNING wa_id
+        UPDATE conversations SET wa_id = coalesce($2, wa_id), user_id = coalesce($3, user_id)
+        WHERE id = $1
+        RETURNING coalesce(wa_id, user_id, key)
         """,
         conversation_id,
         new_wa_id,
+        new_user_id,
     )
-    if client_id is not None:
+    if client_id is not None and new_wa_id:
         await conn.execute(
             """
             INSERT INTO contact_links (wa_id, client_id, reason, previous_wa_id)
@@ -329,4 +360,4 @@ async def move_conversation(
             client_id,
             old_wa_id or None,
         )
-    return str(moved) if moved else new_wa_id
+    return str(recipient)

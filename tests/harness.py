@@ -94,10 +94,14 @@ class Stack:
         return item.wamid
 
     async def tap(self, wa_id: str, choice_id: str, title: str = "x", *, row: bool = False) -> str:
+        """Tap an option of the last interactive message sent to `wa_id`, quoting it as
+        WhatsApp does (a tap on an older one is answered with the current options)."""
+        prompts = [m for m in self.fake.sent if m.to == wa_id and m.type == "interactive"]
+        context = prompts[-1].wamid if prompts else None
         if row:
-            item = wa_payloads.inbound_list_reply(wa_id, choice_id, title)
+            item = wa_payloads.inbound_list_reply(wa_id, choice_id, title, context_wamid=context)
         else:
-            item = wa_payloads.inbound_button_reply(wa_id, choice_id, title)
+            item = wa_payloads.inbound_button_reply(wa_id, choice_id, title, context_wamid=context)
         assert await self.send(item) == 200
         return item.wamid
 

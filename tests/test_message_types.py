@@ -83,3 +83,28 @@ async def test_a_deleted_message_is_not_answered(pool: asyncpg.Pool, database_ur
     assert text_of(reply) == CATALOG.text("menu.body", name="Juan")
     assert {r["status"] for r in statuses} == {"done"}
     assert await pool.fetchval("SELECT count(*) FROM escalations") == 0
+
+
+async def test_a_tap_on_an_older_message_shows_the_current_options_and_chooses_nothing(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    async with Stack(database_url) as stack:
+        await stack.say(JUAN_WA, "hola")
+        [menu] = await stack.replies(1)
+        await stack.tap(JUAN_WA, "faq", "Preguntas frecuentes", row=True)
+        [_, faq] = await stack.replies(2)
+        # Scrolled back up, the customer taps "talk to a person" on the first menu.
+        old = wa_payloads.inbound_list_reply(
+            JUAN_WA, "human", "Hablar con una persona", context_wamid=menu.wamid
+        )
+        assert await stack.send(old) == 200
+        replies = await stack.replies(4)
+        # The current list still works when tapped.
+        await stack.tap(JUAN_WA, "faq:backups", "Backups", row=True)
+        answer = (await stack.replies(5))[4]
+        tasks = await pool.fetchval("SELECT count(*) FROM escalations")
+    notice, again = replies[2], replies[3]
+    assert text_of(notice) == CATALOG.text("common.stale_choice")
+    assert again.body["interactive"] == faq.body["interactive"]
+    assert tasks == 0  # the old tap chose nothing
+    assert text_of(answer) == CATALOG.text("faq.backups.answer", panel_url=PANEL)

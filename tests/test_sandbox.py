@@ -251,7 +251,7 @@ async def test_tapping_list_rows_answers(sandbox: Sandbox, http: aiohttp.ClientS
     [menu] = await wait_for_bot(http, sandbox, JUAN, after=0, count=1)
     faq_row = next(r for r in rows(menu) if r["id"] == "faq")
 
-    tapped = await send(http, sandbox, JUAN, list_reply=faq_row)
+    tapped = await send(http, sandbox, JUAN, list_reply=faq_row, context=menu["id"])
     assert tapped["entry"]["kind"] == "choice"
     assert tapped["entry"]["text"] == faq_row["title"]
     after = tapped["entry"]["seq"]
@@ -260,7 +260,8 @@ async def test_tapping_list_rows_answers(sandbox: Sandbox, http: aiohttp.ClientS
     faq_rows = {r["id"]: r for r in rows(faq)}
     assert "faq:downgrade" in faq_rows
 
-    tapped = await send(http, sandbox, JUAN, list_reply=faq_rows["faq:downgrade"])
+    downgrade = faq_rows["faq:downgrade"]
+    tapped = await send(http, sandbox, JUAN, list_reply=downgrade, context=faq["id"])
     answer, after_answer = await wait_for_bot(
         http, sandbox, JUAN, after=tapped["entry"]["seq"], count=2
     )
@@ -271,9 +272,16 @@ async def test_tapping_list_rows_answers(sandbox: Sandbox, http: aiohttp.ClientS
     assert buttons(after_answer) == ["faq", "menu"]
 
     # A reply button goes through the same way.
-    tapped = await send(http, sandbox, JUAN, button_reply={"id": "menu", "title": "Menú principal"})
+    menu_button = {"id": "menu", "title": "Menú principal"}
+    tapped = await send(http, sandbox, JUAN, button_reply=menu_button, context=after_answer["id"])
     [menu_again] = await wait_for_bot(http, sandbox, JUAN, after=tapped["entry"]["seq"], count=1)
     assert [r["id"] for r in rows(menu_again)] == MENU_ROWS
+
+    # A row of the FAQ list scrolled back to: the current options again, not that answer.
+    tapped = await send(http, sandbox, JUAN, list_reply=faq_rows["faq:backups"], context=faq["id"])
+    notice, current = await wait_for_bot(http, sandbox, JUAN, after=tapped["entry"]["seq"], count=2)
+    assert body_text(notice) == CATALOG.text("common.stale_choice")
+    assert [r["id"] for r in rows(current)] == MENU_ROWS
 
 
 async def test_unknown_number_gets_the_polite_answer(
@@ -327,6 +335,7 @@ async def test_bad_requests_are_refused(sandbox: Sandbox, http: aiohttp.ClientSe
         {"wa_id": JUAN, "text": "x" * 4097},
         {"wa_id": JUAN, "type": "image"},
         {"wa_id": JUAN, "list_reply": {"id": "faq"}},
+        {"wa_id": JUAN, "list_reply": {"id": "faq", "title": "Preguntas"}},  # no context
         ["not", "an", "object"],
     ):
         async with http.post(f"{api}/send", json=payload) as response:

@@ -51,10 +51,11 @@ def test_classic_text() -> None:
     assert inbound.timestamp.timestamp() == TS
 
 
-def test_2026_text_with_phone_and_user_id_is_keyed_by_phone() -> None:
+def test_2026_text_with_phone_and_user_id_is_keyed_by_user_id() -> None:
+    # The BSUID is the person; the phone comes and goes with Meta's cache.
     item = wa.inbound_text(JUAN, "hola", user_id=BSUID, username="juanp", name="Juan")
     key, data = only_message(wa.messages_update(PHONE_ID, [item]))
-    assert key == JUAN
+    assert key == f"u:{BSUID}"
     assert data["wa_id"] == JUAN
     assert data["user_id"] == BSUID
     assert data["name"] == "Juan"
@@ -146,6 +147,26 @@ def test_changed_number_system_message(legacy: bool, system_type: str) -> None:
     assert inbound.new_wa_id == new_number
 
 
+def test_a_number_change_carries_the_new_bsuid_and_is_keyed_by_the_previous_one() -> None:
+    item = wa.inbound_system_changed_number(
+        JUAN, "5491166667777", new_user_id="AR.n3wK3y9", previous_user_id="AR.0ldK3y1"
+    )
+    key, data = only_message(wa.messages_update(PHONE_ID, [item]))
+    assert key == "u:AR.0ldK3y1"  # the person as they were until the change
+    inbound = as_inbound(data)
+    assert (inbound.new_wa_id, inbound.new_user_id) == ("5491166667777", "AR.n3wK3y9")
+
+
+def test_a_bsuid_change_without_a_phone() -> None:
+    item = wa.inbound_system_changed_user_id("AR.0ldK3y1", "AR.n3wK3y9")
+    assert "from" not in item.message
+    key, data = only_message(wa.messages_update(PHONE_ID, [item]))
+    assert key == "u:AR.0ldK3y1"
+    inbound = as_inbound(data)
+    assert inbound.system_type == "user_changed_user_id"
+    assert (inbound.new_wa_id, inbound.new_user_id) == (None, "AR.n3wK3y9")
+
+
 # -- batches ---------------------------------------------------------------------------
 
 
@@ -189,7 +210,7 @@ def test_each_sender_of_a_change_gets_their_own_contact() -> None:
     ]
     parsed = parse(wa.messages_update(PHONE_ID, items), PHONE_ID)
     got = [(m.conversation_key, m.data["name"], m.data["user_id"]) for m in parsed.messages]
-    assert got == [(JUAN, "Juan", None), (MARIA, "María", "MX.1"), (f"u:{BSUID}", "Ana", BSUID)]
+    assert got == [(JUAN, "Juan", None), ("u:MX.1", "María", "MX.1"), (f"u:{BSUID}", "Ana", BSUID)]
 
 
 def test_a_system_message_does_not_borrow_another_senders_contact() -> None:

@@ -474,6 +474,31 @@ def inbound_system_changed_number(
     return InboundItem(message=message, contact=None)
 
 
+def inbound_system_changed_user_id(
+    previous_user_id: str,
+    new_user_id: str,
+    *,
+    wamid: str | None = None,
+    timestamp: int | None = None,
+) -> InboundItem:
+    """The system message telling that a user's business-scoped user id changed with no
+    phone number to share (`user_changed_user_id`): no `from`, no contact; the message
+    names its sender by BSUID."""
+    message: JSONDict = {
+        "from_user_id": new_user_id,
+        "id": wamid or new_wamid(),
+        "timestamp": _timestamp(timestamp),
+        "type": "system",
+        "system": {
+            "body": "User changed their business-scoped user ID",
+            "type": "user_changed_user_id",
+            "user_id": new_user_id,
+            "previous_user_id": previous_user_id,
+        },
+    }
+    return InboundItem(message=message, contact=None)
+
+
 def error_object(code: int) -> JSONDict:
     """An error as webhooks carry it (in failed statuses and unsupported messages)."""
     error = meta_error(code)

@@ -198,14 +198,18 @@ def _inbound_item(data: JSONDict, wa_id: str, name: str) -> tuple[InboundItem, J
         if isinstance(reply, dict):
             choice_id = _short(reply.get("id"), f"{key}.id", CHOICE_FIELD_MAX)
             title = _short(reply.get("title"), f"{key}.title", CHOICE_FIELD_MAX)
+            # The bot's message the tapped button belongs to, quoted as WhatsApp does.
+            context = _short(data.get("context"), "context", CHOICE_FIELD_MAX)
             if key == "button_reply":
-                item = wa_payloads.inbound_button_reply(wa_id, choice_id, title, name=name)
+                item = wa_payloads.inbound_button_reply(
+                    wa_id, choice_id, title, context_wamid=context, name=name
+                )
             else:
                 description = reply.get("description") or ""
                 if not isinstance(description, str) or len(description) > CHOICE_FIELD_MAX:
                     raise ValueError("list_reply.description: texto demasiado largo")
                 item = wa_payloads.inbound_list_reply(
-                    wa_id, choice_id, title, description, name=name
+                    wa_id, choice_id, title, description, context_wamid=context, name=name
                 )
             return item, {"kind": "choice", "text": title, "choice_id": choice_id}
     kind = data.get("type")

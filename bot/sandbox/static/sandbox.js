@@ -396,7 +396,7 @@
         bubble.appendChild(formatted(body.text && body.text.body));
         break;
       case "interactive":
-        renderInteractive(bubble, body.interactive || {});
+        renderInteractive(bubble, body.interactive || {}, message.id);
         break;
       case "template":
         renderTemplate(bubble, body.template || {});
@@ -410,7 +410,9 @@
     return bubble;
   }
 
-  function renderInteractive(bubble, interactive) {
+  // A tap quotes the message it belongs to (`context`), as WhatsApp does: the bot
+  // answers a button of an older message by showing the current options again.
+  function renderInteractive(bubble, interactive, messageId) {
     const header = interactive.header;
     if (header && header.type === "text") bubble.appendChild(formatted(header.text, "header"));
     if (interactive.body) bubble.appendChild(formatted(interactive.body.text));
@@ -422,7 +424,7 @@
         const reply = button.reply || {};
         const tap = el("button", "choice-button", reply.title);
         tap.type = "button";
-        tap.addEventListener("click", () => send({ button_reply: { id: reply.id, title: reply.title } }));
+        tap.addEventListener("click", () => send({ button_reply: { id: reply.id, title: reply.title }, context: messageId }));
         choices.appendChild(tap);
       }
       bubble.appendChild(choices);
@@ -430,7 +432,7 @@
       const open = el("button", "list-open", `☰ ${action.button || "Ver opciones"}`);
       open.type = "button";
       open.setAttribute("aria-label", action.button || "Ver opciones");
-      open.addEventListener("click", () => openSheet(action));
+      open.addEventListener("click", () => openSheet(action, messageId));
       bubble.appendChild(open);
     } else if (interactive.type === "cta_url") {
       const parameters = action.parameters || {};
@@ -470,7 +472,7 @@
 
   // --- list sheet -----------------------------------------------------------------
 
-  function openSheet(action) {
+  function openSheet(action, messageId) {
     els.sheetTitle.textContent = action.button || "Opciones";
     clear(els.sheetBody);
     for (const section of action.sections || []) {
@@ -484,7 +486,7 @@
           closeSheet();
           const reply = { id: row.id, title: row.title };
           if (row.description) reply.description = row.description;
-          send({ list_reply: reply });
+          send({ list_reply: reply, context: messageId });
         });
         els.sheetBody.appendChild(tap);
       }
