@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	scripts/ensure-chromium
+	scripts/ensure-php
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
