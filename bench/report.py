@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import whmcs_index
 from bench.procs import MACHINE, OTHER, POSTGRES_DB, POSTGRES_OTHER
 
 ACK_P99_TARGET_MS = 50.0
@@ -158,6 +159,8 @@ def summary_rows(report: Report) -> list[str]:
             f"| 5 ratio e2e / ceiling | {connections} conns | | {r32:.2%} | | "
             f"| target ≥ {RATIO_TARGET:.0%}: {'met' if r32 >= RATIO_TARGET else 'MISSED'} |"
         )
+    if "whmcs_index" in p:
+        rows.append(whmcs_index.line(p["whmcs_index"]))
     return rows
 
 
@@ -215,6 +218,8 @@ def cpu_windows(report: Report) -> list[tuple[str, dict[str, dict[str, float]]]]
         windows.append(("drain", p["drain"]["cpu_percent"]))
         if "profiled_run" in p["drain"]:
             windows.append(("drain profiled", p["drain"]["profiled_run"]["cpu_percent"]))
+    if "whmcs_index" in p:
+        windows.append(("WHMCS index sync", p["whmcs_index"]["cpu_percent"]))
     return windows
 
 
@@ -223,6 +228,8 @@ _CPU_COLUMNS = (
     "bare server",
     "fake Cloud API",
     "load generator",
+    whmcs_index.SYNC,
+    whmcs_index.FAKE,
     POSTGRES_DB,
     POSTGRES_OTHER,
     OTHER,

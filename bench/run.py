@@ -11,6 +11,9 @@ Phases, each against fresh processes (and a fresh database, dropped after):
              per customer, closed loop at 1, 8 and 32 connections.
 4. drain   – 10,000 outbox rows for 10,000 recipients with an open 24 h window, inserted
              before the service starts: sends/s until all are accepted.
+5. whmcs_index – one full sync pass of the WHMCS phone index against the fake WHMCS with
+             50,000 clients (`bench.whmcs_index`): clients/s, API calls, time waiting
+             for WHMCS against time writing to the index.
 
 Every service gets one unmeasured burst of 64 webhooks first (`warm_up`): a fresh
 process's first burst pays for connections and statement planning once.
@@ -48,7 +51,7 @@ from typing import Any
 
 import asyncpg
 
-from bench import pg
+from bench import pg, whmcs_index
 from bench.load import closed_loop, open_loop, percentile, signed_webhook
 from bench.procs import ROOT, Child, CpuMeter, free_port
 from bench.profile import ProfileSummary, profiling, py_spy_path
@@ -60,7 +63,7 @@ from tests.harness import APP_SECRET, PHONE_ID
 RESULTS = Path(__file__).resolve().parent / "results"
 HOST = "127.0.0.1"
 TEXT = "hola"  # always exactly one reply (the menu), for a known customer in any state
-PHASES = ("ceiling", "ack", "e2e", "drain")
+PHASES = ("ceiling", "ack", "e2e", "drain", "whmcs_index")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Config:
     profile_messages: int = 2_000
     drain_rows: int = 10_000
     drain_timeout: float = 90.0
+    whmcs_clients: int = 50_000
     e2e_statuses: str = "sent"
     drain_statuses: str = "none"
     profile: bool = False
@@ -476,6 +480,13 @@ async def drain_run(
     return out
 
 
+# --- phase 5: the WHMCS phone index -------------------------------------------------------
+
+
+async def phase_whmcs_index(cfg: Config, logs: Path) -> dict[str, Any]:
+    return await whmcs_index.full_pass(cfg.whmcs_clients, logs, code=cfg.code)
+
+
 # --- main --------------------------------------------------------------------------------
 
 
@@ -546,7 +557,13 @@ async def run(cfg: Config) -> Report:
             "load_generator": "raw asyncio HTTP/1.1 keep-alive client in the bench process",
         },
     )
-    runners = {"ceiling": phase_ceiling, "ack": phase_ack, "e2e": phase_e2e, "drain": phase_drain}
+    runners = {
+        "ceiling": phase_ceiling,
+        "ack": phase_ack,
+        "e2e": phase_e2e,
+        "drain": phase_drain,
+        "whmcs_index": phase_whmcs_index,
+    }
     for name in cfg.phases:
         t0 = time.monotonic()
         print(f"… {name}", file=sys.stderr, flush=True)
@@ -623,6 +640,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
             profile_messages=300,
             history_rows=2_000,
             drain_rows=1_000,
+            whmcs_clients=5_000,
         )
     return cfg
 

@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     quote.add_argument("--subject", default="")
     whmcs = sub.add_parser("whmcs", help="the WHMCS backend")
     whmcs_sub = whmcs.add_subparsers(dest="whmcs_command", required=True)
-    whmcs_sub.add_parser("sync", help="rebuild the phone → client index from WHMCS")
+    sync = whmcs_sub.add_parser(
+        "sync",
+        help="rebuild the phone → client index from WHMCS, continuing a pass cut short",
+    )
+    sync.add_argument(
+        "--restart", action="store_true", help="drop a pass cut short and start from client 1"
+    )
     whmcs_sub.add_parser("refresh", help="re-read one client into the index").add_argument(
         "client_id"
     )
@@ -169,6 +175,8 @@ async def _whmcs(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         async with WhmcsBilling(settings, pool) as whmcs:
             if args.whmcs_command == "sync":
+                if args.restart:
+                    await whmcs_index.forget_sync_progress(pool)
                 print(await whmcs.sync_clients())
             else:
                 print(await whmcs.refresh_client(args.client_id))

@@ -1,8 +1,11 @@
-"""The WHMCS adapter's SQL (`bot/whmcs/`): the phone → client index and the log of
-writes that must happen at most once. The tables are in `006_whmcs.sql`."""
+"""The WHMCS adapter's SQL (`bot/whmcs/`): the phone → client index, where a sync pass
+of it stands, and the log of writes that must happen at most once. The tables are in
+`006_whmcs.sql` and `013_whmcs_sync_progress.sql`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +15,9 @@ import asyncpg
 from store.db import Conn
 
 Executor = Conn | asyncpg.Pool
+
+# pg_try_advisory_lock key of a sync pass (one at a time: they share the progress row).
+_SYNC_LOCK_KEY = 7_201_115_013
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,17 @@ class IndexedClient:
     email: str
     status: str  # WHMCS's: Active, Inactive, Closed
     verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Where the sync pass under way stands (`whmcs_sync_progress`)."""
+
+    started_at: datetime
+    next_offset: int  # GetClients rows read: the next page's limitstart
+    last_client_id: int  # the highest client id read (0: none yet)
+    clients: int
+    with_phone: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,22 +58,30 @@ class RequestRecord:
 # -- the phone index ----------------------------------------------------------------------
 
 
-async def upsert_client(db: Executor, client: IndexedClient) -> None:
+async def upsert_clients(db: Executor, clients: Sequence[IndexedClient], read_at: datetime) -> None:
+    """Write clients as WHMCS gave them at `read_at` (the database's clock, taken before
+    asking). A row read later than that — a client event's refresh while a sync page was
+    being read — is newer and stays."""
     await db.execute(
         """
         INSERT INTO whmcs_clients
             (client_id, phone_key, phone, name, email, status, verified, synced_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-        ON CONFLICT (client_id) DO UPDATE SET phone_key = $2, phone = $3, name = $4,
-            email = $5, status = $6, verified = $7, synced_at = now()
+        SELECT c.*, $8 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                   $5::text[], $6::text[], $7::boolean[]) AS c
+        ON CONFLICT (client_id) DO UPDATE SET phone_key = EXCLUDED.phone_key,
+            phone = EXCLUDED.phone, name = EXCLUDED.name, email = EXCLUDED.email,
+            status = EXCLUDED.status, verified = EXCLUDED.verified,
+            synced_at = EXCLUDED.synced_at
+        WHERE whmcs_clients.synced_at <= EXCLUDED.synced_at
         """,
-        client.client_id,
-        client.phone_key,
-        client.phone,
-        client.name,
-        client.email,
-        client.status,
-        client.verified,
+        [c.client_id for c in clients],
+        [c.phone_key for c in clients],
+        [c.phone for c in clients],
+        [c.name for c in clients],
+        [c.email for c in clients],
+        [c.status for c in clients],
+        [c.verified for c in clients],
+        read_at,
     )
 
 
@@ -105,6 +130,97 @@ async def remove_not_synced_since(db: Executor, since: datetime) -> int:
         since,
     )
     return removed
+
+
+# -- a sync pass's progress ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def sync_lock(pool: asyncpg.Pool) -> AsyncIterator[bool]:
+    """Hold the right to run a sync pass, if nobody else does: yields whether it is held.
+    A session lock on a connection kept for the pass, so a process that dies lets go."""
+    async with pool.acquire() as conn:
+        held: bool = await conn.fetchval("SELECT pg_try_advisory_lock($1)", _SYNC_LOCK_KEY)
+        try:
+            yield held
+        finally:
+            if held:
+                # Pooled connections are not reset on release: never leave the lock on one.
+                await conn.execute("SELECT pg_advisory_unlock($1)", _SYNC_LOCK_KEY)
+
+
+async def begin_sync(db: Executor) -> SyncProgress:
+    """The pass under way, or a new one starting now."""
+    row = await db.fetchrow(
+        """
+        WITH new AS (
+            INSERT INTO whmcs_sync_progress DEFAULT VALUES ON CONFLICT DO NOTHING RETURNING *
+        )
+        SELECT started_at, next_offset, last_client_id, clients, with_phone FROM new
+        UNION ALL
+        SELECT started_at, next_offset, last_client_id, clients, with_phone
+        FROM whmcs_sync_progress
+        LIMIT 1
+        """
+    )
+    assert row is not None
+    return SyncProgress(**dict(row))
+
+
+async def sync_progress(db: Executor) -> SyncProgress | None:
+    row = await db.fetchrow(
+        """
+        SELECT started_at, next_offset, last_client_id, clients, with_phone
+        FROM whmcs_sync_progress
+        """
+    )
+    return SyncProgress(**dict(row)) if row else None
+
+
+async def save_sync_page(
+    pool: asyncpg.Pool,
+    clients: Sequence[IndexedClient],
+    gone: Sequence[str],
+    read_at: datetime,
+    progress: SyncProgress,
+) -> None:
+    """One page of a pass, at once: the clients read (at `read_at`), those WHMCS no
+    longer had, and the progress past them. A pass cut short resumes after the last page
+    saved, and never counts a client twice."""
+    async with pool.acquire() as conn, conn.transaction():
+        if clients:
+            await upsert_clients(conn, clients, read_at)
+        if gone:
+            await conn.execute(
+                "DELETE FROM whmcs_clients WHERE client_id = ANY($1::text[])", list(gone)
+            )
+        await conn.execute(
+            """
+            UPDATE whmcs_sync_progress SET next_offset = $1, last_client_id = $2,
+                clients = $3, with_phone = $4, updated_at = now()
+            """,
+            progress.next_offset,
+            progress.last_client_id,
+            progress.clients,
+            progress.with_phone,
+        )
+
+
+async def finish_sync(pool: asyncpg.Pool, *, remove_unseen: bool) -> int:
+    """End the pass under way; with `remove_unseen` (the pass saw every client), forget
+    the clients it did not see. Returns how many were forgotten."""
+    async with pool.acquire() as conn, conn.transaction():
+        started: datetime | None = await conn.fetchval(
+            "DELETE FROM whmcs_sync_progress RETURNING started_at"
+        )
+        if started is None or not remove_unseen:
+            return 0
+        return await remove_not_synced_since(conn, started)
+
+
+async def forget_sync_progress(db: Executor) -> None:
+    """Drop the pass under way: the next sync starts from the first client."""
+    await db.execute("DELETE FROM whmcs_sync_progress")
 
 
 # -- writes that must happen at most once ---------------------------------------------------
@@ -200,9 +316,9 @@ async def upgrade_invoice_service(db: Executor, client_id: str, invoice_id: str)
 
 
 async def forget_everything(db: Executor) -> None:
-    """Empty the index and the request log: for tests, or after pointing the service at
-    another WHMCS installation (whose ids mean other records)."""
-    await db.execute("TRUNCATE whmcs_clients, whmcs_requests")
+    """Empty the index, its sync progress and the request log: for tests, or after
+    pointing the service at another WHMCS installation (whose ids mean other records)."""
+    await db.execute("TRUNCATE whmcs_clients, whmcs_sync_progress, whmcs_requests")
 
 
 def _record(row: asyncpg.Record) -> RequestRecord:

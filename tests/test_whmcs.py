@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from bot.config import ConfigError, Settings
-from bot.fakes.whmcs import FailureKind, FakeWhmcs, whmcs_backend
+from bot.fakes.whmcs import FailureKind, FakeCancelRequest, FakeWhmcs, whmcs_backend
 from bot.whmcs import ACTIONS, WHMCS_ERROR, UpgradePaths, WhmcsBilling
 from bot.whmcs.values import formatted_money as _formatted_money
 from flows.billing import (
@@ -687,6 +687,85 @@ async def test_refused_upgrade_can_be_asked_again(billing: WhmcsBilling, fake: F
     assert placed.invoice.total == Decimal("50.00") and len(fake.upgrades) == 1
 
 
+# WHMCS writes first and can then answer `result: error` (a hook or module call failing
+# after the row is in): an error from a write is looked into before anything else.
+
+
+async def test_an_upgrade_that_errs_after_applying_at_once_is_done(
+    billing: WhmcsBilling, fake: FakeWhmcs
+) -> None:
+    # Monthly Hosting Pro (15 $) after 100 $ paid for the year: nothing to pay, so WHMCS
+    # applies it at once — then answers an error.
+    fake.fail_next("UpgradeProduct", FailureKind.ERROR_AFTER_WRITE, where=real_call)
+    placed = await billing.place_upgrade("1", "10", "2", "monthly", today=TODAY, request_id="z")
+    assert placed.applied and placed.invoice is None
+    assert fake.services[10].pid == 2
+    again = await billing.place_upgrade("1", "10", "2", "monthly", today=TODAY, request_id="z")
+    assert again == placed and len(real_upgrades(fake)) == 1
+
+
+async def test_an_upgrade_order_written_before_an_error_is_unknown_and_never_resent(
+    billing: WhmcsBilling, fake: FakeWhmcs, db: asyncpg.Pool
+) -> None:
+    fake.fail_next("UpgradeProduct", FailureKind.ERROR_AFTER_WRITE, where=real_call)
+    with pytest.raises(OutcomeUnknown):
+        await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="w")
+    assert len(fake.upgrades) == 1  # the order (and its invoice) is in WHMCS
+    with pytest.raises(OutcomeUnknown):
+        await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="w")
+    assert len(real_upgrades(fake)) == 1
+    (record,) = await whmcs_index.unresolved_requests(db)
+    assert (record.request_id, record.status) == ("w", "unknown")
+
+
+async def test_a_cancellation_written_before_an_error_is_done_once(
+    billing: WhmcsBilling, fake: FakeWhmcs
+) -> None:
+    # Many requests made before, for other services: the look reads the newest page.
+    fake.cancel_requests.extend(
+        FakeCancelRequest(9000 + n, "Immediate", "old", datetime.now(UTC)) for n in range(150)
+    )
+    fake.fail_next("AddCancelRequest", FailureKind.ERROR_AFTER_WRITE, message="Module failed")
+    request = await billing.request_cancellation(
+        "1", "10", CancellationKind.IMMEDIATE, "Me mudo", request_id="c-w"
+    )
+    assert (request.service_id, request.kind) == ("10", CancellationKind.IMMEDIATE)
+    again = await billing.request_cancellation(
+        "1", "10", CancellationKind.IMMEDIATE, "Me mudo", request_id="c-w"
+    )
+    assert again == request
+    assert len(fake.calls_of("AddCancelRequest")) == 1
+    assert [r.serviceid for r in fake.cancel_requests if r.serviceid < 9000] == [10]
+
+
+async def test_a_cancellation_error_that_wrote_nothing_stands_and_can_be_asked_again(
+    billing: WhmcsBilling, fake: FakeWhmcs
+) -> None:
+    fake.fail_next("AddCancelRequest", FailureKind.ERROR, message="Database busy")
+    with pytest.raises(BillingRefused) as refused:
+        await billing.request_cancellation(
+            "1", "10", CancellationKind.IMMEDIATE, "x", request_id="c-e"
+        )
+    assert refused.value.reason == WHMCS_ERROR and fake.cancel_requests == []
+    request = await billing.request_cancellation(
+        "1", "10", CancellationKind.IMMEDIATE, "x", request_id="c-e"
+    )
+    assert request.service_id == "10" and len(fake.cancel_requests) == 1
+
+
+async def test_a_look_that_fails_leaves_the_write_unknown(
+    billing: WhmcsBilling, fake: FakeWhmcs, db: asyncpg.Pool
+) -> None:
+    fake.fail_next("AddCancelRequest", FailureKind.ERROR_AFTER_WRITE)
+    fake.fail_next("GetCancelledPackages", FailureKind.HTML, count=4)
+    with pytest.raises(OutcomeUnknown):
+        await billing.request_cancellation(
+            "1", "10", CancellationKind.IMMEDIATE, "x", request_id="c-u"
+        )
+    (record,) = await whmcs_index.unresolved_requests(db)
+    assert (record.request_id, record.status) == ("c-u", "unknown")
+
+
 async def test_unreachable_whmcs_changes_nothing(
     make: Make, fake: FakeWhmcs, db: asyncpg.Pool
 ) -> None:
@@ -954,7 +1033,7 @@ async def test_api_role_with_exactly_the_documented_actions(
     ) as fake:
         settings = fake.settings_for(Settings(), tmp_path / "u.toml")
         async with WhmcsBilling(settings, db) as billing:
-            await exercise(billing)
+            await exercise(billing, fake)
         assert {c.action for c in fake.calls} == set(ACTIONS)
         no_key = settings.with_(whmcs_access_key="")
         async with WhmcsBilling(no_key, db) as billing:
@@ -962,7 +1041,7 @@ async def test_api_role_with_exactly_the_documented_actions(
                 await billing.get_client("1")
 
 
-async def exercise(billing: WhmcsBilling) -> None:
+async def exercise(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
     """Every operation, the failing ones included."""
     await billing.sync_clients()
     await billing.find_client_by_phone(JUAN_WA)
@@ -976,6 +1055,8 @@ async def exercise(billing: WhmcsBilling) -> None:
     await billing.quote_upgrade("1", "10", "2", "annually", today=TODAY)
     await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="e-1")
     await billing.request_cancellation("1", "11", CancellationKind.IMMEDIATE, "x", request_id="e-2")
+    fake.fail_next("AddCancelRequest", FailureKind.ERROR_AFTER_WRITE)  # looked into
+    await billing.request_cancellation("1", "10", CancellationKind.IMMEDIATE, "x", request_id="e-4")
     await billing.stop_domain_renewal("1", "200")
     with contextlib.suppress(BillingRefused):
         await billing.transfer_service("1", "11", "3", request_id="e-3")
@@ -992,7 +1073,7 @@ async def test_no_secret_in_logs_or_errors(
     wrong = await make(whmcs_secret=SECRET + "x", whmcs_access_key=ACCESS_KEY)
     errors: list[str] = [repr(billing)]
     with caplog.at_level(logging.DEBUG):
-        await exercise(billing)
+        await exercise(billing, fake)
         for kind in FailureKind:
             fake.fail_next("UpgradeProduct", kind, where=real_call, delay=2.0)
             try:

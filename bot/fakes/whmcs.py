@@ -100,6 +100,9 @@ class FailureKind(Enum):
     DROP = "drop"  # closes the connection without acting or answering
     LOST = "lost"  # acts, then closes the connection: the answer is lost
     BAD_JSON = "bad_json"  # acts, then answers 200 with a PHP warning before the JSON
+    # Acts, then answers {"result": "error", "message": …}: a write whose hook or module
+    # call failed after the row was written (AddCancelRequest, UpgradeProduct do this).
+    ERROR_AFTER_WRITE = "error_after_write"
 
 
 @dataclass(slots=True)
@@ -260,10 +263,10 @@ def whmcs_phone(raw: str, default_region: str) -> tuple[str, str]:
 class FakeWhmcs:
     """WHMCS's API on loopback.
 
-    `upgrade_pricing` picks what a real (not calconly) UpgradeProduct bills: "prorata" is
-    WHMCS as installed, its own pro-rata calculation; "difference" is a WHMCS with the
-    README's PreUpgradeCheckout hook, which bills the help page's rule. Either way the
-    calconly answer is WHMCS's own calculation: that hook runs at checkout only.
+    `upgrade_pricing` picks how UpgradeProduct prices an upgrade: "prorata" is WHMCS as
+    installed, its own pro-rata calculation; "difference" is a WHMCS with our hook
+    (integrations/whmcs/upgrade_difference.php, on OrderProductUpgradeOverride), which
+    prices the help page's rule in the calculation (calconly) and the invoice alike.
     """
 
     def __init__(
@@ -281,6 +284,7 @@ class FakeWhmcs:
         upgrade_pricing: str = "difference",
         today: date | None = None,
         default_region: str = "AR",
+        phone_dropdown: bool = True,
     ) -> None:
         if upgrade_pricing not in ("difference", "prorata"):
             raise ValueError("upgrade_pricing must be 'difference' or 'prorata'")
@@ -298,6 +302,10 @@ class FakeWhmcs:
         self.upgrade_pricing = upgrade_pricing
         self.today = today
         self.default_region = default_region
+        # General Settings' phone-number dropdown ("PhoneNumberDropdown"): on, a phone
+        # entered is stored "+<cc>.<number>"; off, as typed. It also picks what
+        # GetClientsDetails' `telephoneNumber` is.
+        self.phone_dropdown = phone_dropdown
 
         self.clients: dict[int, FakeClient] = {}
         self.groups: dict[int, str] = {}
@@ -335,6 +343,8 @@ class FakeWhmcs:
             name = str(c["name"]).strip()
             first, _, last = name.partition(" ")
             phone, country = whmcs_phone(str(c.get("phone", "")), self.default_region)
+            if not self.phone_dropdown:
+                phone = str(c.get("phone", ""))
             cid = int(self.ids["clients"][str(c["id"])])
             self.clients[cid] = FakeClient(
                 id=cid,
@@ -591,6 +601,8 @@ class FakeWhmcs:
 
         if failure is not None and failure.kind is FailureKind.LOST:
             return self._drop(request)
+        if failure is not None and failure.kind is FailureKind.ERROR_AFTER_WRITE:
+            return self._json({"result": "error", "message": failure.message})
         if failure is not None and failure.kind is FailureKind.SLOW:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), failure.delay)
@@ -647,6 +659,7 @@ class FakeWhmcs:
             "getpaymentmethods": self._get_payment_methods,
             "upgradeproduct": self._upgrade_product,
             "addcancelrequest": self._add_cancel_request,
+            "getcancelledpackages": self._get_cancelled_packages,
             "getclientsdomains": self._get_clients_domains,
             "updateclientdomain": self._update_client_domain,
             "createssotoken": self._create_sso_token,
@@ -714,8 +727,11 @@ class FakeWhmcs:
         return {"result": "success", **details, "client": details}
 
     def _client_details(self, c: FakeClient) -> JSONDict:
+        # WHMCS's Client::formatPhoneNumber: the digits after the calling code lose their
+        # leading zeros, except in Italy, where the zero is part of the number.
         phonecc, number = _split_phone(c.phonenumber, c.countrycode)
-        formatted = f"+{phonecc}.{number.lstrip('0')}" if phonecc and number else number
+        trimmed = number if phonecc == "39" else number.lstrip("0")
+        formatted = f"+{phonecc}.{trimmed}" if phonecc and number else number
         return {
             "userid": c.id,
             "client_id": c.id,
@@ -733,7 +749,9 @@ class FakeWhmcs:
             "phonenumber": number,
             "phonecc": phonecc,
             "phonenumberformatted": formatted,
-            "telephoneNumber": formatted,
+            # The phone as typed when the dropdown is off: the only field where an
+            # international number on a client of another country is still itself.
+            "telephoneNumber": formatted if self.phone_dropdown else c.phonenumber.strip(),
             "currency": 1,
             "currency_code": self.currency,
             "defaultgateway": c.defaultgateway
@@ -1027,9 +1045,6 @@ class FakeWhmcs:
         if calconly:
             body["upgradeinprogress"] = int(in_progress)
             return body
-        if self.upgrade_pricing == "difference":
-            # The README's PreUpgradeCheckout hook: the help page's rule.
-            amount = max(Decimal("0.00"), product.prices[cycle] - service.amount)
         order_id = self._next_order
         self._next_order += 1
         upgrade_id = self._next_upgrade
@@ -1083,7 +1098,8 @@ class FakeWhmcs:
     def _upgrade_calc(
         self, service: FakeService, product: FakeProduct, cycle: str
     ) -> tuple[JSONDict, Decimal]:
-        """WHMCS's answer fields for an upgrade, and the amount it computes."""
+        """WHMCS's answer fields for an upgrade, and the amount it computes (with our
+        hook, under "difference", the help page's rule for a recurring service)."""
         old_product = self.products.get(service.pid)
         old_cycle = _cycle_of(service.billingcycle)
         new_amount = product.prices[cycle]
@@ -1102,6 +1118,9 @@ class FakeWhmcs:
             days=days,
             total_days=total_days,
         ).quantize(_CENT, rounding=ROUND_HALF_UP)
+        if self.upgrade_pricing == "difference" and old_cycle is not None:
+            # integrations/whmcs/upgrade_difference.php replaces WHMCS's price.
+            amount = max(Decimal("0.00"), new_amount - old_amount)
         calc = {
             "oldproductid": service.pid,
             "oldproductname": old_product.name if old_product else "",
@@ -1153,6 +1172,31 @@ class FakeWhmcs:
             raise _ApiError("Existing Cancellation Request Exists")
         self.cancel_requests.append(FakeCancelRequest(service.id, type_, reason, datetime.now(UTC)))
         return {"result": "success", "serviceid": service.id, "userid": service.userid}
+
+    def _get_cancelled_packages(self, params: dict[str, str]) -> JSONDict:
+        """Every cancellation request ever made (tblcancelrequests), oldest first; no
+        filter by client or service. Default page: 25."""
+        start = _int(params.get("limitstart") or 0)
+        limit = _int(params.get("limitnum") or 25)
+        page = self.cancel_requests[start : start + limit]
+        return {
+            "result": "success",
+            "totalresults": len(self.cancel_requests),
+            "startnumber": start,
+            "numreturned": len(page),
+            "packages": {
+                "package": [
+                    {
+                        "id": n,
+                        "date": r.date.strftime("%Y-%m-%d %H:%M:%S"),
+                        "relid": r.serviceid,
+                        "reason": r.reason,
+                        "type": r.type,
+                    }
+                    for n, r in enumerate(page, start=start + 1)
+                ]
+            },
+        }
 
     def _get_clients_domains(self, params: dict[str, str]) -> JSONDict:
         rows = sorted(self.domains.values(), key=lambda d: d.id)

@@ -40,6 +40,7 @@ ACTIONS = (
     "GetPaymentMethods",
     "UpgradeProduct",
     "AddCancelRequest",
+    "GetCancelledPackages",
     "GetClientsDomains",
     "UpdateClientDomain",
 )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 import asyncpg
 
 from bot.config import ConfigError, Settings
-from bot.whmcs.api import DETAIL_CONCURRENCY, WhmcsApi, rows
+from bot.whmcs.api import DETAIL_CONCURRENCY, PAGE, WhmcsApi, rows
 from bot.whmcs.catalog import Catalog
 from bot.whmcs.ledger import (
     RequestLedger,
@@ -37,7 +37,7 @@ from bot.whmcs.mapping import (
 )
 from bot.whmcs.phone_index import PhoneIndex, SyncReport, client_details
 from bot.whmcs.upgrade_paths import UpgradePaths
-from bot.whmcs.values import as_text, formatted_money, money, truthy, wid
+from bot.whmcs.values import as_text, count, formatted_money, money, truthy, wid
 from flows.billing import (
     NO_PAYMENT_METHOD,
     NOT_FOUND,
@@ -54,6 +54,7 @@ from flows.billing import (
     ClientLookup,
     Domain,
     Invoice,
+    OutcomeUnknown,
     PlacedUpgrade,
     Product,
     Service,
@@ -285,7 +286,8 @@ class WhmcsBilling:
         self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
     ) -> UpgradeQuote:
         """Our policy's amount (`UPGRADE_PRICING`), after WHMCS's own calculation
-        (calconly) said it would accept the upgrade."""
+        (calconly) said it would accept the upgrade. Under `difference` WHMCS prices it
+        through our hook (integrations/whmcs/upgrade_difference.php), so the two agree."""
         owned, product = await self._upgrade_target(client_id, service_id, product_id)
         quote = self._quote(owned.service, product, cycle, today)
         await self._whmcs_calculation(owned, product, cycle, quote)
@@ -304,10 +306,10 @@ class WhmcsBilling:
         """UpgradeProduct for real: WHMCS creates the order and its invoice and applies
         the upgrade once the invoice is paid. Sent at most once per request id.
 
-        The invoice's amount is WHMCS's to compute: its own pro-rata, or with the
-        README's PreUpgradeCheckout hook the help page's difference. The invoice
-        returned is the one WHMCS made; when it bills other than the quote, a warning
-        says so (the customer was shown the quote)."""
+        The invoice's amount is WHMCS's to compute: its own pro-rata, or with our
+        OrderProductUpgradeOverride hook (integrations/whmcs/upgrade_difference.php) the
+        help page's difference. The invoice returned is the one WHMCS made; when it bills
+        other than the quote, a warning says so (the customer was shown the quote)."""
         action = "UpgradeProduct"
         recorded = await self._ledger.recorded(request_id, action)
         if recorded is not None:
@@ -326,7 +328,20 @@ class WhmcsBilling:
         claimed = await self._ledger.claim(request_id, action, client_id, params)
         if claimed is not None:  # a twin of this request got there first
             return placed_from(claimed)
-        body = await self._ledger.send_once(request_id, action, params)
+
+        async def look() -> dict[str, Any] | None:
+            """After an error answer: the service on the new package means it was applied
+            at once (nothing to pay); an upgrade in progress (there was none at the
+            calculation just before) means the order was written, its invoice unknown."""
+            now = await self._own_service(client_id, sid)
+            if now.service.product_id == product.id:
+                return {"result": "success", "invoiceid": 0}
+            body = await self._api.call("UpgradeProduct", {**params, "calconly": "true"})
+            if truthy(body.get("upgradeinprogress")):
+                raise OutcomeUnknown(f"an upgrade order for service {sid} was written")
+            return None
+
+        body = await self._ledger.send_once(request_id, action, params, look=look)
         invoice_id = wid(body.get("invoiceid"))
         result: dict[str, Any] = {
             "service_id": sid,
@@ -448,20 +463,26 @@ class WhmcsBilling:
         if truthy(body.get("upgradeinprogress")):
             raise BillingRefused(UNPAID_INVOICES, "a previous upgrade invoice is still unpaid")
         whmcs_price = formatted_money(as_text(body.get("price")))
-        # WHMCS's calculation is pro-rata; a difference means a configurable option, a
-        # promotion or a hook changes the price: staff should know what WHMCS will bill.
-        if (
-            self.policy is Policy.PRORATA
-            and whmcs_price is not None
-            and abs(whmcs_price - quote.amount) > CENT
-        ):
+        # The calculation is what WHMCS will invoice: its pro-rata, or under `difference`
+        # our hook's price. Another amount means the hook is missing, or a configurable
+        # option, a promotion or another hook changes the price: staff should know.
+        if whmcs_price is not None and abs(whmcs_price - quote.amount) > CENT:
+            missing = (
+                "is the hook integrations/whmcs/upgrade_difference.php installed in "
+                "WHMCS's includes/hooks/? (WHMCS's activity log says when it could not "
+                "price an upgrade)"
+                if self.policy is Policy.DIFFERENCE
+                else "a configurable option, a promotion or a hook changes WHMCS's price"
+            )
             log.warning(
-                "WHMCS calculates %s for upgrading service %s to %s %s; our pro-rata says %s",
+                "WHMCS calculates %s for upgrading service %s to %s %s; our %s quote says %s: %s",
                 whmcs_price,
                 owned.service.id,
                 product.id,
                 cycle,
+                quote.policy.value,
                 quote.amount,
+                missing,
             )
 
     # -- cancellations, domains, transfers ---------------------------------------------
@@ -488,7 +509,15 @@ class WhmcsBilling:
         claimed = await self._ledger.claim(request_id, action, client_id, params)
         if claimed is not None:  # a twin of this request got there first
             return cancellation_from(claimed)
-        await self._ledger.send_once(request_id, action, params)
+
+        async def look() -> dict[str, Any] | None:
+            """After an error answer: a request for the service among the newest ones
+            means it was written (WHMCS refuses a second one before writing: there was
+            none)."""
+            written = await self._cancellation_requested(owned.service.id)
+            return {"result": "success"} if written else None
+
+        await self._ledger.send_once(request_id, action, params, look=look)
         result = {
             "id": request_id,
             "service_id": owned.service.id,
@@ -498,6 +527,17 @@ class WhmcsBilling:
         }
         await self._ledger.finish(request_id, action, result)
         return cancellation_from(result)
+
+    async def _cancellation_requested(self, service_id: str) -> bool:
+        """Whether one of the newest cancellation requests is for this service.
+        GetCancelledPackages lists every request ever made, oldest first, with no filter:
+        the last page is read (a request just written is there)."""
+        first = await self._api.call("GetCancelledPackages", {"limitstart": 0, "limitnum": 1})
+        total = count(first.get("totalresults"), default=0)
+        body = await self._api.call(
+            "GetCancelledPackages", {"limitstart": max(0, total - PAGE), "limitnum": PAGE}
+        )
+        return any(as_text(r.get("relid")) == service_id for r in rows(body, "packages", "package"))
 
     async def stop_domain_renewal(self, client_id: str, domain_id: str) -> Domain:
         cid, did = wid(client_id), wid(domain_id)

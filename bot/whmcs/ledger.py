@@ -6,7 +6,7 @@ the result recorded the first time, kept as JSON."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +15,11 @@ import asyncpg
 
 from bot.whmcs.api import NoAnswer, NotSent, WhmcsApi, loggable
 from flows.billing import (
+    ALREADY_REQUESTED,
+    CYCLE_NOT_SOLD,
+    NOT_FOUND,
+    NOT_OFFERED,
+    UNPAID_INVOICES,
     BillingRefused,
     BillingUnavailable,
     CancellationKind,
@@ -28,6 +33,13 @@ from flows.pricing import Policy, UpgradeQuote
 from store import whmcs_index as index
 
 log = logging.getLogger(__name__)
+
+# What WHMCS now has after a write answered an error: the answer to go on with, or None.
+Look = Callable[[], Awaitable[dict[str, Any] | None]]
+# Refusals WHMCS makes before it writes anything: no need to look.
+NOTHING_WRITTEN = frozenset(
+    {ALREADY_REQUESTED, UNPAID_INVOICES, CYCLE_NOT_SOLD, NOT_OFFERED, NOT_FOUND}
+)
 
 
 class RequestLedger:
@@ -53,31 +65,77 @@ class RequestLedger:
         return None if claimed is None else _recorded_result(claimed)
 
     async def send_once(
-        self, request_id: str, action: str, params: Mapping[str, Any]
+        self,
+        request_id: str,
+        action: str,
+        params: Mapping[str, Any],
+        *,
+        look: Look,
     ) -> dict[str, Any]:
         """A write that must not happen twice, already claimed in `whmcs_requests`: sent
         once, never retried. A lost answer leaves it `unknown` and raises OutcomeUnknown;
-        a certain failure releases the claim so that the request can be made again."""
+        a failure certain to have written nothing releases the claim so that the request
+        can be made again.
+
+        An error answer is not certain: WHMCS writes first and can then fail (a hook, a
+        module call) and answer `result: error`. So `look` checks what WHMCS now has: the
+        answer to go on with if the write landed, None if it did not (the refusal
+        stands); it raises OutcomeUnknown when it cannot tell."""
         try:
             return await self._api.post(action, params)
         except NotSent as e:
             await index.release_request(self._pool, request_id, action)
             log.warning("WHMCS %s not sent: %s", action, e)
             raise BillingUnavailable(f"WHMCS {action}: {e}") from None
-        except (BillingRefused, BillingUnavailable):
+        except BillingUnavailable:
             await index.release_request(self._pool, request_id, action)
             raise
+        except BillingRefused as refused:
+            landed = await self._look(request_id, action, params, refused, look)
+            if landed is None:
+                await index.release_request(self._pool, request_id, action)
+                raise
+            return landed
         except NoAnswer as e:
-            await index.mark_unknown(self._pool, request_id, action, str(e))
-            log.error(
-                "WHMCS %s for request %s (%s): %s; whether WHMCS acted is unknown, a person "
-                "must check before it is tried again",
+            await self._unknown(request_id, action, params, str(e))
+            raise OutcomeUnknown(f"WHMCS {action}: {e}") from None
+
+    async def _look(
+        self,
+        request_id: str,
+        action: str,
+        params: Mapping[str, Any],
+        refused: BillingRefused,
+        look: Look,
+    ) -> dict[str, Any] | None:
+        if refused.reason in NOTHING_WRITTEN:
+            return None  # WHMCS checks these before writing anything
+        try:
+            landed = await look()
+        except (BillingUnavailable, OutcomeUnknown) as e:
+            await self._unknown(request_id, action, params, f"{refused}; then {e}")
+            raise OutcomeUnknown(f"WHMCS {action}: {refused}; {e}") from None
+        if landed is not None:
+            log.warning(
+                "WHMCS %s for request %s answered an error (%s) but had written it",
                 action,
                 request_id,
-                loggable(params),
-                e,
+                refused,
             )
-            raise OutcomeUnknown(f"WHMCS {action}: {e}") from None
+        return landed
+
+    async def _unknown(
+        self, request_id: str, action: str, params: Mapping[str, Any], why: str
+    ) -> None:
+        await index.mark_unknown(self._pool, request_id, action, why)
+        log.error(
+            "WHMCS %s for request %s (%s): %s; whether WHMCS acted is unknown, a person "
+            "must check before it is tried again",
+            action,
+            request_id,
+            loggable(params),
+            why,
+        )
 
     async def finish(self, request_id: str, action: str, result: dict[str, Any]) -> None:
         await index.finish_request(self._pool, request_id, action, result)
