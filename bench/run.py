@@ -305,6 +305,11 @@ def history(rows: int) -> Setup:
             """,
             rows,
         )
+        # Each customer's phone points at their conversation (migration 012).
+        await pool.execute(
+            "INSERT INTO conversation_aliases (alias, conversation_id) "
+            "SELECT key, id FROM conversations WHERE key LIKE 'hist%'"
+        )
         await pool.execute(
             """
             INSERT INTO inbox (wamid, conversation_key, message, status, attempts, processed_at)

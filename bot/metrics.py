@@ -60,6 +60,12 @@ SENDS = Counter("sends_total", "Messages accepted by the Cloud API", ["sent_as"]
 SEND_ERRORS = Counter(
     "send_errors_total", "Send errors by Cloud API error code", ["code"], registry=REGISTRY
 )
+DOUBLE_DELIVERIES = Counter(
+    "double_deliveries_total",
+    "Messages delivered by two attempts: a send retried after its answer was lost had "
+    "reached WhatsApp (the customer got it twice)",
+    registry=REGISTRY,
+)
 BILLING_CONFIGURATION_ERRORS = Counter(
     "billing_configuration_errors_total",
     "Billing calls refused for our setup (credentials, IP, API role), by action: an "

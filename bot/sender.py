@@ -186,7 +186,9 @@ class Sender:
             log.error("outbox %s breaks WhatsApp limits: %s", send.id, "; ".join(problems))
             return outbox.Failed(send.id, None, "breaks WhatsApp limits: " + "; ".join(problems))
         try:
-            wamid = await self.transport.send(send.recipient, payload, tracker=str(send.id))
+            wamid = await self.transport.send(
+                send.recipient, payload, tracker=f"{send.id}.{send.attempts}"
+            )
         except WhatsAppError as e:
             fallback = template if isinstance(template, Template) else None
             text = str(getattr(e, "message", e))

@@ -40,6 +40,7 @@ class StatusUpdate:
     wamid: str
     status: str
     outbox_id: int | None  # from biz_opaque_callback_data, our own id
+    attempt: int | None  # which send of that row (also ours)
     recipient: str | None
     timestamp: int | None
     error_code: int | None
@@ -271,8 +272,11 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
     state = _str(status.get("status"))
     if not wamid or state not in _STATUS_ORDER:
         return None
-    opaque = _str(status.get("biz_opaque_callback_data"))
-    outbox_id = _number(opaque) if opaque and len(opaque) < 19 else None
+    # Our "<outbox id>.<attempt>" (a bare id from before attempts were numbered).
+    opaque = _str(status.get("biz_opaque_callback_data")) or ""
+    row, _, attempt = opaque.partition(".")
+    outbox_id = _number(row) if len(row) < 19 else None
+    attempt_number = _number(attempt) if outbox_id is not None and len(attempt) < 9 else None
     errors = _list(status.get("errors"))
     first_error = errors[0] if errors and isinstance(errors[0], dict) else {}
     code = first_error.get("code")
@@ -281,6 +285,7 @@ def _status(status: dict[str, Any]) -> StatusUpdate | None:
         wamid=wamid,
         status=state,
         outbox_id=outbox_id,
+        attempt=attempt_number,
         recipient=_str(status.get("recipient_id")) or _str(status.get("recipient_user_id")),
         timestamp=_number(ts),
         error_code=code if isinstance(code, int) else None,

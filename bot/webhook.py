@@ -104,6 +104,7 @@ async def receive(request: web.Request) -> web.Response:
             wamid=s.wamid,
             status=s.status,
             outbox_id=s.outbox_id,
+            attempt=s.attempt,
             at=timestamp_or_now(s.timestamp) if s.timestamp else None,
             error_code=s.error_code,
             error_title=s.error_title,
@@ -143,7 +144,7 @@ async def receive(request: web.Request) -> web.Response:
             )
         else:
             applied = await request.app[STATUS_WRITER].apply(statuses)
-            result = inbox.Accepted(0, 0, applied.applied, applied.requeued)
+            result = inbox.Accepted(0, 0, applied.applied, applied.requeued, applied.doubled)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         log.error("webhook not stored, asking Meta to retry: %s", e)
         return _error(503, "unavailable", "temporarily unavailable")
@@ -151,6 +152,10 @@ async def receive(request: web.Request) -> web.Response:
         request.app[SIGNALS].notify(INBOX)
     if result.requeued:
         request.app[SIGNALS].notify(OUTBOX)
+    if result.doubled:
+        # A send retried after its answer was lost had reached WhatsApp after all.
+        log.warning("%d message(s) delivered twice (a retried send)", result.doubled)
+        metrics.DOUBLE_DELIVERIES.inc(result.doubled)
     metrics.WEBHOOK_MESSAGES.inc(result.new)
     for s in parsed.statuses:
         metrics.WEBHOOK_STATUSES.labels(status=s.status).inc()

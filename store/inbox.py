@@ -32,6 +32,8 @@ class Status:
     at: datetime | None
     error_code: int | None
     error_title: str | None
+    # Which send of the row the status is about (None: not said).
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +43,15 @@ class Accepted:
     statuses_applied: int
     # Sends that a failure status put back in the queue (to retry, or as a template).
     requeued: int = 0
+    # Messages found delivered by two attempts (the customer got them twice).
+    doubled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class StatusesApplied:
     applied: int
     requeued: int
+    doubled: int = 0
 
 
 def without_nul(value: Any) -> Any:
@@ -96,6 +101,7 @@ async def accept(
         duplicates=len(messages) - new,
         statuses_applied=statuses_result.applied,
         requeued=statuses_result.requeued,
+        doubled=statuses_result.doubled,
     )
 
 
@@ -126,43 +132,80 @@ async def apply_statuses(
     message is sent again when Meta's code says it was not delivered for a reason that
     passes (flows/wa_errors.py: a rate limit, a transient error, the account or our
     credentials — those also pause sending, see bot/sender.py), or re-sent as the template
-    when the 24 h window was closed; otherwise it stays failed."""
+    when the 24 h window was closed; otherwise it stays failed. An attempt already
+    superseded (sent again after its answer was lost) moves the row only to say it was
+    delivered or read: its late failure sends nothing again and fails nothing.
+
+    Every status is also kept against its attempt (`outbox_attempts`, migration 014); a
+    message that a second attempt also delivered is counted in `doubled`."""
     now = datetime.now(UTC)
-    result = await conn.fetch(
+    row = await conn.fetchrow(
         """
-        WITH s AS (
-            SELECT DISTINCT ON (coalesce(o.id, t.oid)) coalesce(o.id, t.oid) AS id,
-                   t.w, t.st, t.at, t.code, t.title
+        WITH t AS (
+            SELECT coalesce(o.id, t.oid) AS id, t.w, t.st, t.at, t.code, t.title,
+                   coalesce(t.att, 0) AS att
             FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
-                        $5::int[], $6::text[]) AS t(w, oid, st, at, code, title)
+                        $5::int[], $6::text[], $11::int[]) AS t(w, oid, st, at, code, title, att)
             LEFT JOIN outbox o ON t.oid IS NULL AND o.wamid = t.w
             WHERE coalesce(o.id, t.oid) IS NOT NULL
-            ORDER BY coalesce(o.id, t.oid), outbox_status_rank(t.st) DESC
+              AND EXISTS (SELECT 1 FROM outbox AS x WHERE x.id = coalesce(o.id, t.oid))
+        ), s AS (
+            SELECT DISTINCT ON (id) * FROM t ORDER BY id, outbox_status_rank(st) DESC
         ), decided AS (
             SELECT s.*, o.attempts,
                    (s.st = 'failed' AND s.code = $8 AND o.template IS NOT NULL
-                        AND o.sent_as = 'message') AS as_template,
+                        AND o.sent_as = 'message'
+                        AND s.att IN (0, o.attempts)) AS as_template,
                    (s.st = 'failed' AND s.code = ANY($7::int[])
-                        AND o.attempts < $9) AS again
+                        AND o.attempts < $9 AND s.att IN (0, o.attempts)) AS again
             FROM s JOIN outbox o ON o.id = s.id
+        ), moved AS (
+            UPDATE outbox o SET
+                status = CASE WHEN d.as_template OR d.again THEN 'pending' ELSE d.st END,
+                force_template = o.force_template OR d.as_template,
+                not_before = CASE WHEN d.again
+                    THEN $10::timestamptz + make_interval(secs => least(300, 2 ^ d.attempts))
+                    ELSE o.not_before END,
+                wamid = CASE WHEN d.as_template OR d.again THEN NULL
+                             ELSE coalesce(o.wamid, d.w) END,
+                status_at = d.at,
+                error_code = CASE WHEN d.st = 'failed' THEN d.code ELSE o.error_code END,
+                error_message = CASE WHEN d.st = 'failed' THEN d.title ELSE o.error_message END,
+                updated_at = $10
+            FROM decided d
+            WHERE o.id = d.id
+              AND outbox_status_rank(d.st) > outbox_status_rank(o.status)
+              AND o.status <> 'pending'
+              -- An attempt already superseded moves the row only to say it arrived.
+              AND (d.att IN (0, d.attempts) OR d.st IN ('delivered', 'read'))
+            RETURNING o.id, o.status
+        ), per_attempt AS (
+            SELECT DISTINCT ON (id, att) * FROM t ORDER BY id, att, outbox_status_rank(st) DESC
+        ), recorded AS (
+            INSERT INTO outbox_attempts AS a
+                (outbox_id, attempt, wamid, status, status_at, error_code)
+            SELECT id, att, w, st, at, code FROM per_attempt
+            ON CONFLICT (outbox_id, attempt) DO UPDATE SET
+                wamid = EXCLUDED.wamid, status = EXCLUDED.status,
+                status_at = EXCLUDED.status_at, error_code = EXCLUDED.error_code
+            WHERE outbox_status_rank(EXCLUDED.status) > outbox_status_rank(a.status)
+            RETURNING a.outbox_id, a.attempt, a.status
         )
-        UPDATE outbox o SET
-            status = CASE WHEN d.as_template OR d.again THEN 'pending' ELSE d.st END,
-            force_template = o.force_template OR d.as_template,
-            not_before = CASE WHEN d.again
-                THEN $10::timestamptz + make_interval(secs => least(300, 2 ^ d.attempts))
-                ELSE o.not_before END,
-            wamid = CASE WHEN d.as_template OR d.again THEN NULL
-                         ELSE coalesce(o.wamid, d.w) END,
-            status_at = d.at,
-            error_code = CASE WHEN d.st = 'failed' THEN d.code ELSE o.error_code END,
-            error_message = CASE WHEN d.st = 'failed' THEN d.title ELSE o.error_message END,
-            updated_at = $10
-        FROM decided d
-        WHERE o.id = d.id
-          AND outbox_status_rank(d.st) > outbox_status_rank(o.status)
-          AND o.status <> 'pending'
-        RETURNING o.id, o.status
+        SELECT
+            (SELECT count(*) FROM moved) AS applied,
+            (SELECT count(*) FROM moved WHERE status = 'pending') AS requeued,
+            (SELECT count(*) FROM recorded AS r
+             WHERE r.status IN ('delivered', 'read')
+               -- newly delivered by this attempt (the snapshot is before this statement)…
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox_attempts AS b
+                   WHERE b.outbox_id = r.outbox_id AND b.attempt = r.attempt
+                     AND b.status IN ('delivered', 'read'))
+               -- …and already by another one.
+               AND EXISTS (
+                   SELECT 1 FROM outbox_attempts AS b
+                   WHERE b.outbox_id = r.outbox_id AND b.attempt <> r.attempt
+                     AND b.status IN ('delivered', 'read'))) AS doubled
         """,
         [s.wamid for s in statuses],
         [s.outbox_id for s in statuses],
@@ -174,7 +217,7 @@ async def apply_statuses(
         WINDOW_CLOSED,
         max_send_attempts,
         now,
+        [s.attempt for s in statuses],
     )
-    return StatusesApplied(
-        applied=len(result), requeued=sum(1 for r in result if r["status"] == "pending")
-    )
+    assert row is not None
+    return StatusesApplied(applied=row["applied"], requeued=row["requeued"], doubled=row["doubled"])

@@ -184,6 +184,15 @@ CREATE TABLE contact_links (
     CONSTRAINT contact_links_pkey PRIMARY KEY (wa_id)
 );
 
+CREATE TABLE conversation_aliases (
+    alias text NOT NULL,
+    conversation_id bigint NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT conversation_aliases_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
+    CONSTRAINT conversation_aliases_pkey PRIMARY KEY (alias)
+);
+CREATE INDEX conversation_aliases_conversation ON conversation_aliases USING btree (conversation_id);
+
 CREATE TABLE conversations (
     id bigint NOT NULL DEFAULT nextval('conversations_id_seq'::regclass),
     key text NOT NULL,
@@ -196,7 +205,9 @@ CREATE TABLE conversations (
     last_inbound_at timestamp with time zone,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    merged_into bigint,
     CONSTRAINT conversations_key_key UNIQUE (key),
+    CONSTRAINT conversations_merged_into_fkey FOREIGN KEY (merged_into) REFERENCES conversations(id),
     CONSTRAINT conversations_pkey PRIMARY KEY (id)
 );
 CREATE INDEX conversations_user_id ON conversations USING btree (user_id);
@@ -273,6 +284,7 @@ CREATE TABLE outbox (
     accepted_at timestamp with time zone,
     status_at timestamp with time zone,
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    pace_key text DEFAULT COALESCE(('c:'::text || (conversation_id)::text), recipient),
     CONSTRAINT outbox_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
     CONSTRAINT outbox_inbox_id_fkey FOREIGN KEY (inbox_id) REFERENCES inbox(id),
     CONSTRAINT outbox_pkey PRIMARY KEY (id),
@@ -280,9 +292,21 @@ CREATE TABLE outbox (
     CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'accepted'::text, 'sent'::text, 'delivered'::text, 'read'::text, 'failed'::text]))),
     CONSTRAINT outbox_wamid_key UNIQUE (wamid)
 ) WITH (autovacuum_analyze_threshold=1000, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_threshold=1000, autovacuum_vacuum_scale_factor=0.02);
+CREATE INDEX outbox_by_conversation ON outbox USING btree (conversation_id, id);
 CREATE INDEX outbox_inbox ON outbox USING btree (inbox_id);
 CREATE INDEX outbox_open ON outbox USING btree (id) WHERE (status = ANY (ARRAY['pending'::text, 'sending'::text]));
-CREATE INDEX outbox_open_by_recipient ON outbox USING btree (recipient, id) WHERE (status = ANY (ARRAY['pending'::text, 'sending'::text]));
+CREATE INDEX outbox_open_by_pace_key ON outbox USING btree (pace_key, id) WHERE (status = ANY (ARRAY['pending'::text, 'sending'::text]));
+
+CREATE TABLE outbox_attempts (
+    outbox_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    wamid text NOT NULL,
+    status text NOT NULL,
+    status_at timestamp with time zone NOT NULL,
+    error_code integer,
+    CONSTRAINT outbox_attempts_outbox_id_fkey FOREIGN KEY (outbox_id) REFERENCES outbox(id),
+    CONSTRAINT outbox_attempts_pkey PRIMARY KEY (outbox_id, attempt)
+);
 
 CREATE TABLE recipient_pacing (
     recipient text NOT NULL,
@@ -348,6 +372,18 @@ CREATE TABLE whmcs_requests (
 CREATE INDEX whmcs_requests_invoice ON whmcs_requests USING btree (((result ->> 'invoice_id'::text))) WHERE (action = 'UpgradeProduct'::text);
 CREATE INDEX whmcs_requests_unresolved ON whmcs_requests USING btree (created_at) WHERE (status <> 'done'::text);
 
+CREATE TABLE whmcs_sync_progress (
+    only_row boolean NOT NULL DEFAULT true,
+    started_at timestamp with time zone NOT NULL DEFAULT now(),
+    next_offset integer NOT NULL DEFAULT 0,
+    last_client_id bigint NOT NULL DEFAULT 0,
+    clients integer NOT NULL DEFAULT 0,
+    with_phone integer NOT NULL DEFAULT 0,
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT whmcs_sync_progress_only_row_check CHECK (only_row),
+    CONSTRAINT whmcs_sync_progress_pkey PRIMARY KEY (only_row)
+);
+
 CREATE SEQUENCE billing_cancellation_number;
 CREATE SEQUENCE billing_invoice_number;
 CREATE SEQUENCE billing_quote_number;
@@ -359,21 +395,61 @@ AS $function$
 DECLARE
     delivery bigint;
     added integer;
+    resolved text[] := ARRAY[]::text[];
+    m jsonb;
+    k text;
+    conv bigint;
 BEGIN
-    -- Per-conversation order is inbox id order. Taking each conversation's lock (in a
-    -- fixed order, so no deadlock) makes ids commit in the order they are given: a later
-    -- id of the same customer can never become visible first.
+    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+        m := messages[i];
+        conv := person_conversation(m ->> 'wa_id', m ->> 'user_id');
+        k := coalesce((SELECT key FROM conversations WHERE id = conv), keys[i]);
+        resolved := resolved || k;
+        IF conv IS NOT NULL AND m ->> 'kind' = 'system' THEN
+            INSERT INTO conversation_aliases (alias, conversation_id)
+            SELECT a, conv FROM unnest(ARRAY['u:' || (m ->> 'new_user_id'), m ->> 'new_wa_id']) AS a
+            WHERE a IS NOT NULL
+            ON CONFLICT (alias) DO UPDATE SET conversation_id = conv;
+        END IF;
+    END LOOP;
     PERFORM pg_advisory_xact_lock(h)
-    FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(keys) AS k ORDER BY 1) AS l;
+    FROM (SELECT DISTINCT hashtextextended(r, 0) AS h FROM unnest(resolved) AS r ORDER BY 1) AS l;
     INSERT INTO webhook_deliveries (body) VALUES (body) RETURNING id INTO delivery;
     WITH ins AS (
         INSERT INTO inbox (wamid, conversation_key, delivery_id, message)
-        SELECT w, k, delivery, m FROM unnest(wamids, keys, messages) AS t(w, k, m)
+        SELECT w, r, delivery, x FROM unnest(wamids, resolved, messages) AS t(w, r, x)
         ON CONFLICT (wamid) DO NOTHING
         RETURNING 1
     )
     SELECT count(*) INTO added FROM ins;
     RETURN added;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.claim_alias(new_alias text, conv bigint)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    others bigint[];
+    other bigint;
+BEGIN
+    IF new_alias LIKE 'u:%' THEN
+        SELECT array_agg(DISTINCT x) INTO others FROM (
+            SELECT conversation_id AS x FROM conversation_aliases WHERE alias = new_alias
+            UNION
+            SELECT id FROM conversations
+            WHERE user_id = substr(new_alias, 3) AND merged_into IS NULL
+        ) AS t WHERE x <> conv;
+        IF others IS NOT NULL THEN
+            PERFORM 1 FROM conversations WHERE id = ANY(others || conv) ORDER BY id FOR UPDATE;
+            FOREACH other IN ARRAY others LOOP
+                PERFORM merge_conversations(other, conv, false);
+            END LOOP;
+        END IF;
+    END IF;
+    INSERT INTO conversation_aliases (alias, conversation_id) VALUES (new_alias, conv)
+    ON CONFLICT (alias) DO UPDATE SET conversation_id = conv, created_at = now();
 END
 $function$;
 
@@ -401,23 +477,24 @@ END
 $function$;
 
 CREATE OR REPLACE FUNCTION public.claim_outbox(max_rows integer, burst double precision, interval_seconds double precision)
- RETURNS TABLE(id bigint, recipient text, message jsonb, template jsonb, attempts integer, force_template boolean, last_inbound_at timestamp with time zone)
+ RETURNS TABLE(id bigint, recipient text, pace_key text, message jsonb, template jsonb, attempts integer, force_template boolean, last_inbound_at timestamp with time zone)
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
  SET enable_bitmapscan TO 'off'
  SET enable_sort TO 'off'
 AS $function$
 BEGIN
+    -- As 003, one person at a time instead of one recipient string at a time.
     RETURN QUERY EXECUTE $q$
-        SELECT o.id, o.recipient, o.message, o.template, o.attempts + 1,
+        SELECT o.id, o.recipient, o.pace_key, o.message, o.template, o.attempts + 1,
                o.force_template, c.last_inbound_at
         FROM outbox AS o
         LEFT JOIN conversations AS c ON c.id = o.conversation_id
-        LEFT JOIN recipient_pacing AS p ON p.recipient = o.recipient
+        LEFT JOIN recipient_pacing AS p ON p.recipient = o.pace_key
         WHERE o.status = 'pending' AND o.not_before <= now()
           AND o.id = (
               SELECT e.id FROM outbox AS e
-              WHERE e.recipient = o.recipient AND e.status IN ('pending', 'sending')
+              WHERE e.pace_key = o.pace_key AND e.status IN ('pending', 'sending')
               ORDER BY e.id LIMIT 1)
           AND (p.recipient IS NULL OR (
               (p.blocked_until IS NULL OR p.blocked_until <= now())
@@ -457,16 +534,95 @@ $function$;
 
 CREATE OR REPLACE FUNCTION public.lock_conversation(conv_key text, conv_wa_id text, conv_user_id text, conv_name text, inbound_at timestamp with time zone)
  RETURNS conversations
- LANGUAGE sql
+ LANGUAGE plpgsql
 AS $function$
-    INSERT INTO conversations AS c (key, wa_id, user_id, profile_name, last_inbound_at)
-    VALUES (conv_key, conv_wa_id, conv_user_id, conv_name, inbound_at)
-    ON CONFLICT (key) DO UPDATE SET
-        wa_id = coalesce(EXCLUDED.wa_id, c.wa_id),
-        user_id = coalesce(EXCLUDED.user_id, c.user_id),
-        profile_name = coalesce(EXCLUDED.profile_name, c.profile_name),
-        last_inbound_at = greatest(c.last_inbound_at, EXCLUDED.last_inbound_at)
-    RETURNING *
+DECLARE
+    found bigint[];
+    survivor bigint;
+    other bigint;
+    c conversations;
+BEGIN
+    SELECT array_agg(DISTINCT x) INTO found FROM unnest(ARRAY[
+        person_conversation(conv_wa_id, conv_user_id),
+        (SELECT coalesce(merged_into, id) FROM conversations WHERE key = conv_key),
+        (SELECT a.conversation_id FROM conversation_aliases AS a
+         JOIN conversations AS o ON o.id = a.conversation_id
+         WHERE conv_wa_id IS NOT NULL AND a.alias = conv_wa_id
+           AND (conv_user_id IS NULL OR o.user_id IS NULL OR o.user_id = conv_user_id))
+    ]) AS x WHERE x IS NOT NULL;
+    IF found IS NULL THEN
+        INSERT INTO conversations AS n (key, wa_id, user_id, profile_name, last_inbound_at)
+        VALUES (conv_key, conv_wa_id, conv_user_id, conv_name, inbound_at)
+        ON CONFLICT (key) DO UPDATE SET updated_at = n.updated_at
+        RETURNING id INTO survivor;
+    ELSE
+        -- Locked oldest first, as every merge does, so two merges cannot deadlock.
+        PERFORM 1 FROM conversations WHERE id = ANY(found) ORDER BY id FOR UPDATE;
+        survivor := (SELECT min(x) FROM unnest(found) AS x);
+        FOREACH other IN ARRAY found LOOP
+            PERFORM merge_conversations(other, survivor, true);
+        END LOOP;
+    END IF;
+    INSERT INTO conversation_aliases (alias, conversation_id)
+    SELECT DISTINCT a, survivor FROM unnest(ARRAY[
+        (SELECT key FROM conversations WHERE id = survivor),
+        'u:' || conv_user_id,
+        conv_wa_id]) AS a
+    WHERE a IS NOT NULL
+    ON CONFLICT (alias) DO UPDATE SET conversation_id = survivor;
+    UPDATE conversations SET
+        wa_id = coalesce(conv_wa_id, wa_id),
+        user_id = coalesce(conv_user_id, user_id),
+        profile_name = coalesce(conv_name, profile_name),
+        last_inbound_at = greatest(last_inbound_at, inbound_at)
+    WHERE id = survivor
+    RETURNING * INTO c;
+    RETURN c;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.merge_conversations(loser bigint, survivor bigint, latest_state boolean)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    l conversations;
+    s conversations;
+BEGIN
+    IF loser = survivor THEN
+        RETURN;
+    END IF;
+    SELECT * INTO l FROM conversations WHERE id = loser;
+    SELECT * INTO s FROM conversations WHERE id = survivor;
+    IF NOT latest_state THEN
+        l.updated_at := '-infinity';
+    END IF;
+    UPDATE conversations SET
+        flow_state = CASE WHEN l.updated_at > s.updated_at THEN l.flow_state ELSE s.flow_state END,
+        context = CASE WHEN l.updated_at > s.updated_at THEN l.context ELSE s.context END,
+        client_id = CASE WHEN l.updated_at > s.updated_at
+            THEN coalesce(l.client_id, s.client_id) ELSE coalesce(s.client_id, l.client_id) END,
+        wa_id = coalesce(s.wa_id, l.wa_id),
+        user_id = coalesce(s.user_id, l.user_id),
+        profile_name = coalesce(s.profile_name, l.profile_name),
+        last_inbound_at = greatest(s.last_inbound_at, l.last_inbound_at),
+        updated_at = greatest(s.updated_at, l.updated_at)
+    WHERE id = survivor;
+    UPDATE conversations SET merged_into = survivor WHERE id = loser OR merged_into = loser;
+    UPDATE conversation_aliases SET conversation_id = survivor WHERE conversation_id = loser;
+    -- Its waiting messages queue behind the survivor's, in the survivor's order.
+    UPDATE inbox SET conversation_key = s.key
+    WHERE conversation_key = l.key AND status = 'pending';
+    UPDATE outbox SET conversation_id = survivor WHERE conversation_id = loser;
+    UPDATE commands SET conversation_id = survivor WHERE conversation_id = loser;
+    -- One open task per reason: the survivor's stands for both.
+    UPDATE escalations AS e SET status = 'resolved', updated_at = now(),
+        detail = e.detail || jsonb_build_object('merged_into_conversation', survivor)
+    WHERE e.conversation_id = loser AND e.key IS NULL AND e.status <> 'resolved'
+      AND EXISTS (SELECT 1 FROM escalations AS o WHERE o.conversation_id = survivor
+                  AND o.reason = e.reason AND o.key IS NULL AND o.status <> 'resolved');
+    UPDATE escalations SET conversation_id = survivor WHERE conversation_id = loser;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION public.outbox_status_rank(status text)
@@ -483,4 +639,18 @@ AS $function$
         WHEN 'delivered' THEN 5
         WHEN 'read' THEN 6
     END
+$function$;
+
+CREATE OR REPLACE FUNCTION public.person_conversation(sender_wa_id text, sender_user_id text)
+ RETURNS bigint
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT coalesce(
+        (SELECT a.conversation_id FROM conversation_aliases AS a
+         WHERE sender_user_id IS NOT NULL AND a.alias = 'u:' || sender_user_id),
+        (SELECT a.conversation_id FROM conversation_aliases AS a
+         JOIN conversations AS c ON c.id = a.conversation_id
+         WHERE sender_wa_id IS NOT NULL AND a.alias = sender_wa_id
+           AND (sender_user_id IS NULL OR c.user_id IS NULL OR c.user_id = sender_user_id)))
 $function$;

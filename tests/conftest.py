@@ -27,7 +27,8 @@ _TABLES = """
     escalations, alert_preferences, billing_clients, billing_categories, billing_products,
     billing_product_prices, billing_product_upgrades, billing_services, billing_invoices,
     billing_domains, billing_upgrade_orders, billing_cancellation_requests, billing_quotes,
-    events, whmcs_clients, whmcs_requests, commands
+    events, whmcs_clients, whmcs_requests, whmcs_sync_progress, commands,
+    conversation_aliases, outbox_attempts
 """
 
 
@@ -98,3 +99,18 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await LocalBilling(p).load(BILLING)
     yield p
     await p.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Which awkward run this was (printed with -q too): AWKWARD_SEED=N replays it."""
+    from tests import harness
+
+    state = f"AWKWARD_SEED={harness.AWKWARD_SEED}" if harness.AWKWARD_ON else "off (AWKWARD=0)"
+    terminalreporter.write_line(f"awkward WhatsApp (tests/harness.py): {state}")
+
+
+@pytest.fixture(autouse=True)
+def _awkward_seed(request: pytest.FixtureRequest) -> None:
+    from tests import harness
+
+    harness.seed_test(request.node.nodeid)

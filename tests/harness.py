@@ -4,6 +4,9 @@ HTTP: what the end-to-end tests drive."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import random
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -15,7 +18,7 @@ from aiohttp import web
 from bot.app import build_app
 from bot.config import Settings
 from bot.fakes import payloads as wa_payloads
-from bot.fakes.cloud_api import FakeCloudAPI, SentMessage
+from bot.fakes.cloud_api import Awkward, FakeCloudAPI, SentMessage
 from bot.fakes.payloads import InboundItem
 from bot.serving import serve
 
@@ -23,6 +26,35 @@ PHONE_ID = "109876543210"
 TOKEN = "test-token"
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
+
+# Meta as it really behaves, on at random in every end-to-end test (issue 9): the fake's
+# status and send habits (bot.fakes.cloud_api.Awkward), and customers Meta names now by
+# phone and BSUID, now by BSUID alone, with standby copies of their messages in between.
+# AWKWARD_SEED reproduces a run (conftest prints it and seeds each test from it and the
+# test's id); AWKWARD=0 turns it off.
+AWKWARD_ON = os.environ.get("AWKWARD", "1") != "0"
+AWKWARD_SEED = os.environ.get("AWKWARD_SEED") or str(random.SystemRandom().randrange(10**6))
+AWKWARD_RATE = 0.15
+_test_seed = {"current": AWKWARD_SEED}
+
+
+def seed_test(test_id: str) -> None:
+    """Seed the awkwardness of the Stacks the test `test_id` makes (conftest)."""
+    _test_seed["current"] = f"{AWKWARD_SEED}:{test_id}"
+
+
+def awkward_fake_options() -> dict[str, Any]:
+    """FakeCloudAPI options for a test that builds its own fake (the kill tests): Meta's
+    habits at the suite's rate and seed, unless AWKWARD=0."""
+    seed = random.Random(_test_seed["current"]).randrange(2**32)
+    return {"awkward": Awkward.everything(AWKWARD_RATE) if AWKWARD_ON else None, "seed": seed}
+
+
+class _Default:
+    """Stack's awkward= default: awkward unless AWKWARD=0."""
+
+
+DEFAULT = _Default()
 
 
 def make_settings(
@@ -45,11 +77,31 @@ def make_settings(
 
 
 class Stack:
-    def __init__(self, database_url: str, *, statuses: tuple[str, ...] = ("sent",), **changes: Any):
+    """The service and the fake Cloud API. `awkward=None` for a test of the exact status
+    or send mechanics (what it checks is what Meta's habits would blur)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        statuses: tuple[str, ...] = ("sent",),
+        awkward: Awkward | _Default | None = DEFAULT,
+        **changes: Any,
+    ):
         self.database_url = database_url
         self.changes = changes
+        if isinstance(awkward, _Default):
+            awkward = Awkward.everything(AWKWARD_RATE) if AWKWARD_ON else None
+        self.awkward = awkward
+        self._rng = random.Random(_test_seed["current"])
+        self._phones_seen: set[str] = set()
         self.fake = FakeCloudAPI(
-            phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET, statuses=statuses
+            phone_id=PHONE_ID,
+            token=TOKEN,
+            app_secret=APP_SECRET,
+            statuses=statuses,
+            awkward=awkward,
+            seed=self._rng.randrange(2**32),
         )
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -85,7 +137,36 @@ class Stack:
             return r.status
 
     async def send(self, *items: InboundItem) -> int:
+        items = tuple(self._as_meta_would(item) for item in items)
+        if self.awkward is not None and self._rng.random() < AWKWARD_RATE:
+            # Another app's copy of the same messages: must change nothing.
+            assert await self.post(wa_payloads.standby_update(PHONE_ID, list(items))) == 200
         return await self.post(wa_payloads.messages_update(PHONE_ID, list(items)))
+
+    def _as_meta_would(self, item: InboundItem) -> InboundItem:
+        """With awkwardness on, a customer's message carries their BSUID (opaque, with
+        letters) and, once their phone was seen, sometimes only the BSUID."""
+        message, contact = item.message, item.contact
+        phone = message.get("from")
+        if self.awkward is None or "from_user_id" in message or not isinstance(phone, str):
+            return item
+        system = message.get("system")
+        if isinstance(system, dict) and system.get("type") == "user_changed_number":
+            if "user_id" in system:
+                return item
+            # Meta's 2026 notice names the new BSUID (a number change makes one).
+            ids = {"user_id": _bsuid(str(system["wa_id"])), "previous_user_id": _bsuid(phone)}
+            return InboundItem(message={**message, "system": {**system, **ids}}, contact=None)
+        if contact is None:
+            return item
+        bsuid = _bsuid(phone)
+        message = {**message, "from_user_id": bsuid}
+        contact = {**contact, "user_id": bsuid}
+        if phone in self._phones_seen and self._rng.random() < 0.3:
+            del message["from"]
+            contact.pop("wa_id", None)
+        self._phones_seen.add(phone)
+        return InboundItem(message=message, contact=contact)
 
     async def say(self, wa_id: str, text: str, **kw: Any) -> str:
         item = wa_payloads.inbound_text(wa_id, text, **kw)
@@ -120,6 +201,17 @@ class Stack:
                     f"{len(got)} of {count} replies after {timeout}s: {[text_of(m) for m in got]}"
                 )
             await asyncio.sleep(0.02)
+
+
+def _bsuid(phone: str) -> str:
+    """The business-scoped user id awkward runs give the owner of `phone`: opaque, with
+    letters, the same all run long."""
+    return "AR." + hashlib.sha256(f"{AWKWARD_SEED}:{phone}".encode()).hexdigest()[:12]
+
+
+def outbox_id_of(message: SentMessage) -> str:
+    """The outbox row a send was for: our biz_opaque_callback_data is "<id>.<attempt>"."""
+    return (message.biz_opaque_callback_data or "").partition(".")[0]
 
 
 def text_of(message: SentMessage) -> str:

@@ -43,12 +43,19 @@ WHMCS_SETTINGS = (
 
 
 async def enter_probe(pool: asyncpg.Pool, wa_id: str) -> int:
-    """Put the customer's conversation in the test-only flow; its id."""
+    """Put the customer's conversation in the test-only flow; its id. (The phone is made
+    its alias, as a message would: migration 012.)"""
     conversation_id: int = await pool.fetchval(
         """
-        INSERT INTO conversations (key, wa_id, flow_state) VALUES ($1, $1, 'probe.start')
-        ON CONFLICT (key) DO UPDATE SET flow_state = 'probe.start'
-        RETURNING id
+        WITH c AS (
+            INSERT INTO conversations (key, wa_id, flow_state) VALUES ($1, $1, 'probe.start')
+            ON CONFLICT (key) DO UPDATE SET flow_state = 'probe.start'
+            RETURNING id
+        ), a AS (
+            INSERT INTO conversation_aliases (alias, conversation_id) SELECT $1, id FROM c
+            ON CONFLICT (alias) DO NOTHING
+        )
+        SELECT id FROM c
         """,
         wa_id,
     )

@@ -17,7 +17,7 @@ import pytest
 from bot.fakes import payloads as wa_payloads
 from bot.fakes.cloud_api import FakeCloudAPI
 from tests.billing_fixture import JUAN_WA, bulk_wa_id
-from tests.harness import APP_SECRET, PHONE_ID, TOKEN, text_of
+from tests.harness import APP_SECRET, PHONE_ID, TOKEN, outbox_id_of, text_of
 from tests.procs import ServerProcess, free_port, server_env
 from tests.test_commands import HELP_PAGE_UPGRADE, ORDER, enter_probe
 from tests.test_durability import deliver_like_meta
@@ -155,9 +155,7 @@ async def test_messages_between_conversations_arrive_once_in_order_across_kills(
         )
         await fake.wait_statuses_delivered(timeout=30)
     print(f"killed with {killed_at} of {pairs} signals heard")
-    doubles = {
-        k: v for k, v in Counter(m.biz_opaque_callback_data for m in fake.sent).items() if v > 1
-    }
+    doubles = {k: v for k, v in Counter(outbox_id_of(m) for m in fake.sent).items() if v > 1}
     assert not doubles, f"sent more than once: {doubles}"
     for sender, hearer in zip(senders, hearers, strict=True):
         assert texts_to(fake, hearer) == [

@@ -16,7 +16,7 @@ from bot.fakes import payloads as wa_payloads
 from bot.fakes.cloud_api import FakeCloudAPI
 from store.billing_local import LocalBilling
 from tests.billing_fixture import JUAN_WA, bulk_clients, bulk_wa_id
-from tests.harness import APP_SECRET, PHONE_ID, TOKEN
+from tests.harness import APP_SECRET, PHONE_ID, TOKEN, awkward_fake_options, outbox_id_of
 from tests.procs import ServerProcess, free_port, server_env
 
 # Words that always get exactly one reply (the menu), whatever the state.
@@ -83,7 +83,7 @@ async def assert_exactly_one_reply_each(
 ) -> None:
     expected = {item.wamid for b in batches for item in b}
     # No outbox row was sent twice…
-    sends = Counter(m.biz_opaque_callback_data for m in fake.sent)
+    sends = Counter(outbox_id_of(m) for m in fake.sent)
     doubles = {k: v for k, v in sends.items() if v > 1}
     assert not doubles, f"sent more than once: {doubles}"
     # …each inbound message produced exactly one outbox row…
@@ -121,7 +121,13 @@ async def test_sigkill_mid_run_loses_nothing_and_doubles_nothing(
     total = sum(len(b) for b in batches)
     assert total == 2000
     async with FakeCloudAPI(
-        phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET, statuses=("sent",)
+        phone_id=PHONE_ID,
+        token=TOKEN,
+        app_secret=APP_SECRET,
+        statuses=("sent",),
+        # Statuses repeated or failed after sent, sends answered 504 after WhatsApp took
+        # them (settled by their status, within AMBIGUOUS_AFTER_SECONDS).
+        **awkward_fake_options(),
     ) as fake:
         port = free_port()
         fake.webhook_url = f"http://127.0.0.1:{port}/webhook"
@@ -135,7 +141,7 @@ async def test_sigkill_mid_run_loses_nothing_and_doubles_nothing(
             await wait_for(600, fake, timeout=60)
             server.kill()
             killed_at = len(fake.sent)
-            print(f"killed after {killed_at} replies")
+            print(f"killed after {killed_at} replies; {fake.gateway_timeouts} answered 504")
             await server.start()
             await sending
             await wait_for(total, fake, timeout=90)

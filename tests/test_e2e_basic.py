@@ -10,7 +10,7 @@ import pytest
 from bot.fakes import payloads as wa_payloads
 from flows.catalog import default_catalog
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
-from tests.harness import PHONE_ID, Stack, choice_ids, text_of
+from tests.harness import PHONE_ID, Stack, choice_ids, outbox_id_of, text_of
 
 CATALOG = default_catalog()
 PANEL = "https://www.paneldecliente.com/clientarea.php?action=details"
@@ -23,9 +23,9 @@ async def test_greeting_gets_the_menu(pool: asyncpg.Pool, database_url: str) -> 
     assert reply.to == JUAN_WA
     assert text_of(reply) == CATALOG.text("menu.body", name="Juan")
     assert choice_ids(reply) == ["upgrade", "transfer", "cancel", "alerts", "faq", "human"]
-    # Our outbox id travels as biz_opaque_callback_data.
+    # Our outbox id and the attempt travel as biz_opaque_callback_data.
     outbox_id = await pool.fetchval("SELECT id FROM outbox")
-    assert reply.biz_opaque_callback_data == str(outbox_id)
+    assert reply.biz_opaque_callback_data == f"{outbox_id}.1"
 
 
 async def test_list_choice_gets_its_answer(pool: asyncpg.Pool, database_url: str) -> None:
@@ -121,7 +121,7 @@ async def test_ten_concurrent_messages_answered_in_order(
         "SELECT o.id::text AS outbox_id, i.wamid FROM outbox o JOIN inbox i ON i.id = o.inbox_id"
     )
     wamid_of = {r["outbox_id"]: r["wamid"] for r in answered}
-    replied_to = [wamid_of[m.biz_opaque_callback_data or ""] for m in sent]
+    replied_to = [wamid_of[outbox_id_of(m)] for m in sent]
     assert replied_to == arrival
     assert len(sent) == 10
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import sys
@@ -21,7 +22,7 @@ from pywa_async.errors import TooManyMessages, WhatsAppError
 from pywa_async.types import Button
 
 from bot.fakes import payloads as wa_payloads
-from bot.fakes.cloud_api import FakeCloudAPI
+from bot.fakes.cloud_api import Awkward, FakeCloudAPI
 from bot.serving import serve
 from bot.signatures import SignatureCheck, check
 from bot.wa_client import RedirectTransport
@@ -930,3 +931,56 @@ async def test_cli_serves_until_sigterm(http: aiohttp.ClientSession) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# --- Meta's habits (Awkward) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("awkward", "expected"),
+    [
+        (Awkward(skip_delivered=1.0), ["sent", "read"]),
+        (Awkward(out_of_order=1.0), ["sent", "read", "delivered"]),
+        (Awkward(failed_after_sent=1.0), ["sent", "failed"]),
+    ],
+)
+async def test_awkward_statuses(
+    fake: FakeCloudAPI,
+    receiver: Receiver,
+    http: aiohttp.ClientSession,
+    awkward: Awkward,
+    expected: list[str],
+) -> None:
+    fake.awkward = awkward
+    await post(http, fake, text_send(biz_opaque_callback_data="5"))
+    await fake.wait_statuses_delivered(timeout=10)
+    statuses = receiver.acked_statuses()
+    assert [s["status"] for s in statuses] == expected
+    if "failed" in expected:
+        assert statuses[-1]["errors"][0]["code"] == 131026
+
+
+async def test_awkward_repeats_a_status(
+    fake: FakeCloudAPI, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    fake.awkward = Awkward(repeat=1.0)
+    await post(http, fake, text_send())
+    await fake.wait_statuses_delivered(timeout=10)
+    got = [s["status"] for s in receiver.acked_statuses()]
+    assert len(got) == 4 and sorted(set(got)) == ["delivered", "read", "sent"]
+    assert any(a == b for a, b in itertools.pairwise(got))  # the same one twice in a row
+
+
+async def test_awkward_gateway_timeout_after_accepting(
+    fake: FakeCloudAPI, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    fake.awkward = Awkward(gateway_timeout=1.0)
+    status, body = await post(http, fake, text_send(biz_opaque_callback_data="9"))
+    assert status == 504 and "Gateway Timeout" in body  # an HTML page, no wamid
+    # …yet WhatsApp has it: recorded, and its statuses come, echoing our tracker.
+    [sent] = fake.sent
+    await fake.wait_statuses_delivered(timeout=10)
+    statuses = receiver.acked_statuses()
+    assert {s["id"] for s in statuses} == {sent.wamid}
+    assert {s["biz_opaque_callback_data"] for s in statuses} == {"9"}
+    assert fake.gateway_timeouts == 1

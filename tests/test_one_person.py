@@ -49,7 +49,8 @@ async def test_a_person_seen_with_and_without_phone_keeps_one_conversation(
 async def test_conversations_split_before_are_merged_when_a_message_shows_both_ids(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
-    async with Stack(database_url) as stack:
+    # The shapes are the point: no BSUID added to the classic payload (awkward mode).
+    async with Stack(database_url, awkward=None) as stack:
         # Before the change: one conversation by phone (classic payload), one by BSUID.
         await stack.say(JUAN_WA, "preguntas frecuentes")
         await stack.replies(1)

@@ -12,9 +12,11 @@ import asyncpg
 import pytest
 
 from bot.fakes import payloads as wa_payloads
+from bot.fakes.cloud_api import Awkward
+from bot.metrics import DOUBLE_DELIVERIES
 from flows.wa_errors import Action, classify
 from tests.billing_fixture import JUAN_WA, MARIA_WA
-from tests.harness import PHONE_ID, TOKEN, Stack, text_of, wait_rows
+from tests.harness import PHONE_ID, TOKEN, Stack, outbox_id_of, text_of, wait_rows
 
 # The classes as the issue gives them (not read back from the module under test).
 TABLE = [
@@ -96,7 +98,7 @@ async def test_an_account_or_credentials_error_pauses_all_sending_until_a_probe_
         replies = await stack.replies(3, timeout=20)
         assert (await health(stack))["sending"] == "ok"
     assert sorted(r.to for r in replies) == sorted([JUAN_WA, JUAN_WA, MARIA_WA])
-    assert len({r.biz_opaque_callback_data for r in replies}) == 3
+    assert len({outbox_id_of(r) for r in replies}) == 3
     # The pause was not the messages' fault: it cost them no attempt.
     attempts = await pool.fetch("SELECT status, attempts FROM outbox ORDER BY id")
     assert [r["attempts"] for r in attempts] == [1, 1, 1]
@@ -161,3 +163,67 @@ async def test_a_message_error_fails_that_message_with_its_code(
         await stack.say(MARIA_WA, "hola")  # others are not affected
         await stack.replies(1, to=MARIA_WA)
         assert (await health(stack))["sending"] == "ok"
+
+
+async def wait_for(pool: asyncpg.Pool, query: str, wanted: int, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await pool.fetchval(query) < wanted:
+        assert loop.time() < deadline, f"{query} stayed below {wanted}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_late_status_of_a_retried_send_is_kept_per_attempt_and_a_double_counted(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """The first send reached WhatsApp but its answer was lost (a 504 after accepting);
+    its statuses come only after the ambiguity window, once it was sent again. Both
+    attempts' statuses are recorded, each against its own attempt, and the customer
+    having got the message twice is counted — not silently merged into one row."""
+    doubles = DOUBLE_DELIVERIES._value.get()
+    async with Stack(
+        database_url, statuses=("sent", "delivered"), awkward=None, ambiguous_after_seconds=1.0
+    ) as stack:
+        stack.fake.status_delay = 3.0
+        stack.fake.awkward = Awkward(gateway_timeout=1.0)
+        await stack.say(JUAN_WA, "hola")
+        await stack.replies(1)
+        stack.fake.awkward = Awkward()  # the second attempt is answered
+        await stack.replies(2, timeout=20)
+        await wait_for(pool, "SELECT count(*) FROM outbox_attempts WHERE status = 'delivered'", 2)
+        first, second = stack.fake.sent
+    attempts = await pool.fetch("SELECT attempt, wamid, status FROM outbox_attempts ORDER BY 1")
+    assert [(a["attempt"], a["wamid"]) for a in attempts] == [(1, first.wamid), (2, second.wamid)]
+    assert DOUBLE_DELIVERIES._value.get() == doubles + 1
+    row = await pool.fetchrow("SELECT status, attempts FROM outbox")
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+
+
+async def test_a_late_failure_of_a_superseded_attempt_sends_nothing_again(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    async with Stack(database_url, statuses=(), awkward=None, ambiguous_after_seconds=1.0) as stack:
+        stack.fake.awkward = Awkward(gateway_timeout=1.0)
+        await stack.say(JUAN_WA, "hola")
+        [first] = await stack.replies(1)
+        stack.fake.awkward = Awkward()
+        [_, second] = await stack.replies(2, timeout=20)
+        await wait_rows(pool, "status = 'accepted' AND attempts = 2", 1)
+        # Now WhatsApp says the first attempt failed, for a reason worth retrying.
+        late = wa_payloads.status_item(
+            first.wamid,
+            "failed",
+            JUAN_WA,
+            biz_opaque_callback_data=first.biz_opaque_callback_data,
+            errors=[wa_payloads.error_object(131000)],
+        )
+        assert await stack.post(wa_payloads.statuses_update(PHONE_ID, [late])) == 200
+        await wait_for(pool, "SELECT count(*) FROM outbox_attempts WHERE status = 'failed'", 1)
+        # Something after it is sent: anything queued by the late failure would be too.
+        await stack.say(MARIA_WA, "hola")
+        await stack.replies(1, to=MARIA_WA)
+    assert len([m for m in stack.fake.sent if m.to == JUAN_WA]) == 2
+    row = await pool.fetchrow(
+        "SELECT status, attempts, wamid FROM outbox WHERE recipient = $1", JUAN_WA
+    )
+    assert (row["status"], row["attempts"], row["wamid"]) == ("accepted", 2, second.wamid)

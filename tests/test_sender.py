@@ -20,7 +20,7 @@ from bot.wa_client import CloudAPI
 from flows.outbound import Button, Buttons, Message, Template, Text, to_json
 from store import turns
 from store.inbox import Status, apply_statuses
-from tests.harness import PHONE_ID, TOKEN, Stack, make_settings, wait_rows
+from tests.harness import PHONE_ID, TOKEN, Stack, make_settings, outbox_id_of, wait_rows
 
 
 @contextlib.asynccontextmanager
@@ -109,7 +109,7 @@ async def test_transient_failures_are_retried_until_delivered(
             await wait_rows(pool, "status = 'accepted'", 200, timeout=90)
         assert len(fake.failed_sends) > 10  # failures really happened
     assert len(fake.sent) == 200
-    assert len({m.biz_opaque_callback_data for m in fake.sent}) == 200
+    assert len({outbox_id_of(m) for m in fake.sent}) == 200
     # Per recipient, the second message left after the first despite the retries.
     order: dict[str, list[str]] = {}
     for m in fake.sent:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -396,6 +397,8 @@ async def test_whmcs_only_cycles_and_statuses(billing: WhmcsBilling, fake: FakeW
         ("1.234,56 €", "1234.56"),
         ("$1,234 USD", "1234"),
         ("ARS 0,50", "0.50"),
+        ("-$25.00 USD", "-25.00"),
+        ("-1.234,56 €", "-1234.56"),
         ("", None),
     ],
 )
@@ -416,6 +419,7 @@ async def test_invoices_mapped(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
         id=104, userid=1, status="Draft", total=Decimal("1"), issued=TODAY, duedate=TODAY
     )
     invoices = await billing.list_invoices("1")
+    # 103 has no lines: WHMCS's GetInvoice sends `"items": ""` for it.
     assert [(i.id, i.status, i.total, i.service_id) for i in invoices] == [
         ("100", "paid", Decimal("100.00"), "10"),
         ("101", "unpaid", Decimal("10.00"), "11"),
@@ -562,6 +566,37 @@ async def test_quote_prorata_policy(make: Make, fake: FakeWhmcs) -> None:
     quote = await billing.quote_upgrade("1", "11", "2", "monthly", today=TODAY)
     assert quote.amount == Decimal("7.50") and quote.policy is Policy.PRORATA
     assert (quote.days_left, quote.days_in_cycle, quote.next_due) == (15, 30, date(2026, 7, 16))
+
+
+# (Format 4 shows no cents at all: 7.50 reads as 8, and the warning is then right to
+# ask a person to look.)
+@pytest.mark.parametrize("currency_format", [1, 2, 3])
+async def test_whmcs_formatted_prices_in_every_currency_format_are_read(
+    make: Make, fake: FakeWhmcs, caplog: pytest.LogCaptureFixture, currency_format: int
+) -> None:
+    # A currency shown as 1.234,56 € (format 3): WHMCS's calculation (a formatted string)
+    # must read as the same 7.50 — no warning that WHMCS would bill another amount.
+    fake.currency_format, fake.currency_prefix, fake.currency_suffix = currency_format, "", " €"
+    fake.upgrade_pricing = "prorata"
+    billing = await make(upgrade_pricing="prorata")
+    with caplog.at_level(logging.WARNING, logger="bot.whmcs"):
+        quote = await billing.quote_upgrade("1", "11", "2", "monthly", today=TODAY)
+    assert quote.amount == Decimal("7.50")
+    assert "WHMCS calculates" not in caplog.text
+
+
+async def test_calconly_false_is_still_a_calculation_in_whmcs(fake: FakeWhmcs) -> None:
+    """WHMCS reads calconly with PHP's truthiness: "false" is true. We send calconly only
+    for a calculation, never `calconly=false` for the real order."""
+    async with aiohttp.ClientSession() as http:
+        form = {"action": "UpgradeProduct", "identifier": IDENTIFIER, "secret": SECRET}
+        form |= {"serviceid": "10", "type": "product", "newproductid": "2"}
+        form |= {"newproductbillingcycle": "annually", "paymentmethod": "banktransfer"}
+        form |= {"calconly": "false", "responsetype": "json"}
+        async with http.post(f"{fake.base_url}/includes/api.php", data=form) as r:
+            body = await r.json()
+    assert body["result"] == "success" and "upgradeinprogress" in body
+    assert fake.upgrades == {}
 
 
 @pytest.mark.parametrize(
@@ -982,6 +1017,16 @@ async def test_credential_errors_are_unavailable_and_logged(
     with caplog.at_level(logging.ERROR, logger="bot.whmcs"), pytest.raises(BillingUnavailable):
         await billing.get_client("1")
     assert "Check WHMCS_URL, WHMCS_IDENTIFIER" in caplog.text
+
+
+@pytest.mark.parametrize("message", ["License Checking Error", "Your licence has expired"])
+async def test_a_licence_error_is_a_configuration_error(
+    billing: WhmcsBilling, fake: FakeWhmcs, caplog: pytest.LogCaptureFixture, message: str
+) -> None:
+    fake.fail_next("GetClientsProducts", FailureKind.ERROR, message=message)
+    with caplog.at_level(logging.ERROR, logger="bot.whmcs"), pytest.raises(BillingUnavailable):
+        await billing.list_services("1")
+    assert "Check WHMCS_URL" in caplog.text
 
 
 async def test_an_ip_banned_after_failed_logins_is_a_configuration_error(

@@ -138,6 +138,30 @@ class _ForcedFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class Awkward:
+    """Meta's habits, each happening to a share of the messages (drawn from the fake's
+    seeded generator): what the bot must take in its stride.
+
+    - `skip_delivered`: a message's `delivered` never comes (its `read` does);
+    - `repeat`: one of its statuses is posted twice (at-least-once delivery);
+    - `out_of_order`: `read` comes before `delivered`;
+    - `failed_after_sent`: `sent`, then `failed` (131026, undeliverable), then nothing;
+    - `gateway_timeout`: the send is accepted (recorded, statuses on their way) and then
+      answered with a 504 page: the sender cannot know it went.
+    """
+
+    skip_delivered: float = 0.0
+    repeat: float = 0.0
+    out_of_order: float = 0.0
+    failed_after_sent: float = 0.0
+    gateway_timeout: float = 0.0
+
+    @classmethod
+    def everything(cls, rate: float = 0.15) -> Awkward:
+        return cls(rate, rate, rate, rate / 3, rate)
+
+
+@dataclass(frozen=True, slots=True)
 class _StatusJob:
     """The statuses still to post for one accepted send, the next one due at `due`."""
 
@@ -501,6 +525,7 @@ class FakeCloudAPI:
         statuses: Sequence[str] = ("sent", "delivered", "read"),
         status_delay: float = 0.0,
         seed: int | None = None,
+        awkward: Awkward | None = None,
         status_concurrency: int = 16,
         display_phone_number: str = wa_payloads.DEFAULT_DISPLAY_PHONE_NUMBER,
         waba_id: str = wa_payloads.DEFAULT_WABA_ID,
@@ -520,6 +545,8 @@ class FakeCloudAPI:
         self.app_secret = app_secret
         self.statuses = tuple(statuses)
         self.status_delay = status_delay
+        self.awkward = awkward or Awkward()
+        self.gateway_timeouts = 0  # sends accepted and answered 504 (Awkward)
         self.display_phone_number = display_phone_number
         self.waba_id = waba_id
         self.sent: list[SentMessage] = []
@@ -819,6 +846,10 @@ class FakeCloudAPI:
         by_phone = "to" in body
         wa_id = _digits(to) if by_phone else None
         self._queue_statuses(sent, wa_id, None if by_phone else to)
+        if self.awkward.gateway_timeout and self._rng.random() < self.awkward.gateway_timeout:
+            # Graph took it; the answer died at the load balancer.
+            self.gateway_timeouts += 1
+            return _error_response(504)
         contact = {"input": to, "wa_id": wa_id} if by_phone else {"input": to, "user_id": to}
         message: JSONDict = {"id": sent.wamid}
         if type_ == "template":
@@ -857,7 +888,8 @@ class FakeCloudAPI:
     ) -> None:
         if not self.statuses or self.webhook_url is None or self.app_secret is None:
             return
-        self._statuses_pending += len(self.statuses)
+        statuses = self._awkward_statuses()
+        self._statuses_pending += len(statuses)
         self._queue.put_nowait(
             _StatusJob(
                 wamid=sent.wamid,
@@ -865,10 +897,28 @@ class FakeCloudAPI:
                 recipient_user_id=recipient_user_id,
                 biz_opaque_callback_data=sent.biz_opaque_callback_data,
                 category="utility" if sent.type == "template" else "service",
-                remaining=self.statuses,
+                remaining=statuses,
                 due=asyncio.get_running_loop().time() + self.status_delay,
             )
         )
+
+    def _awkward_statuses(self) -> tuple[str, ...]:
+        """The statuses one message gets, as Meta's habits (`awkward`) have it."""
+        if self.awkward == Awkward():
+            return self.statuses
+        statuses = list(self.statuses)
+        roll = self._rng.random
+        if "sent" in statuses and roll() < self.awkward.failed_after_sent:
+            return ("sent", "failed")
+        if "delivered" in statuses and roll() < self.awkward.skip_delivered:
+            statuses.remove("delivered")
+        if {"delivered", "read"} <= set(statuses) and roll() < self.awkward.out_of_order:
+            d, r = statuses.index("delivered"), statuses.index("read")
+            statuses[d], statuses[r] = statuses[r], statuses[d]
+        if statuses and roll() < self.awkward.repeat:
+            at = self._rng.randrange(len(statuses))
+            statuses.insert(at, statuses[at])
+        return tuple(statuses)
 
     async def _status_worker(self) -> None:
         loop = asyncio.get_running_loop()

@@ -280,6 +280,7 @@ class FakeWhmcs:
         currency: str = "USD",
         currency_prefix: str = "$",
         currency_suffix: str = " USD",
+        currency_format: int = 2,
         payment_methods: Sequence[str] = ("banktransfer", "mercadopago"),
         upgrade_pricing: str = "difference",
         today: date | None = None,
@@ -298,6 +299,9 @@ class FakeWhmcs:
         self.currency = currency
         self.currency_prefix = currency_prefix
         self.currency_suffix = currency_suffix
+        if currency_format not in (1, 2, 3, 4):
+            raise ValueError("currency_format is WHMCS's 1, 2, 3 or 4")
+        self.currency_format = currency_format
         self.payment_methods = tuple(payment_methods)
         self.upgrade_pricing = upgrade_pricing
         self.today = today
@@ -991,6 +995,8 @@ class FakeWhmcs:
             "paymentmethod": invoice.paymentmethod,
             "notes": "",
             "ccgateway": False,
+            # No items (an invoice made by hand, then emptied): "", as WHMCS sends an
+            # empty collection.
             "items": {
                 "item": [
                     {
@@ -1003,7 +1009,9 @@ class FakeWhmcs:
                     }
                     for item in invoice.items
                 ]
-            },
+            }
+            if invoice.items
+            else "",
             "transactions": "",
         }
         return body
@@ -1014,7 +1022,8 @@ class FakeWhmcs:
         service = self.services.get(_int(params.get("serviceid")))
         if service is None:
             raise _ApiError("Service ID Not Found")
-        calconly = params.get("calconly", "").lower() not in ("", "0", "false")
+        # PHP's truthiness, as WHMCS reads it: any string but "" and "0" — "false" too.
+        calconly = params.get("calconly", "") not in ("", "0")
         in_progress = any(
             u.serviceid == service.id and not u.paid and self._unpaid(u.invoiceid)
             for u in self.upgrades.values()
@@ -1129,9 +1138,24 @@ class FakeWhmcs:
             "daysuntilrenewal": days,
             "totaldays": total_days,
             "newproductbillingcycle": cycle,
-            "price": f"{self.currency_prefix}{money(amount)}{self.currency_suffix}",
+            "price": self._formatted(amount),
         }
         return calc, amount
+
+    def _formatted(self, amount: Decimal) -> str:
+        """An amount as WHMCS formats it for people (formatCurrency): the currency's
+        prefix and suffix, its format (1: 1234.56, 2: 1,234.56, 3: 1.234,56, 4: 1,234),
+        the sign before the prefix."""
+        whole, _, cents = f"{abs(amount):.2f}".partition(".")
+        groups = f"{int(whole):,}"
+        number = {
+            1: f"{whole}.{cents}",
+            2: f"{groups}.{cents}",
+            3: f"{groups.replace(',', '.')},{cents}",
+            4: groups,
+        }[self.currency_format]
+        sign = "-" if amount < 0 else ""
+        return f"{sign}{self.currency_prefix}{number}{self.currency_suffix}"
 
     def _whmcs_prorata(
         self,

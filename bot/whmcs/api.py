@@ -212,7 +212,9 @@ class WhmcsApi:
 
     def _refuse(self, action: str, message: str) -> NoReturn:
         lowered = message.lower()
-        if lowered.startswith(_AUTH_ERRORS):
+        # A licence problem ("License Checking Error", "Licence expired") stops every
+        # call of the installation: ours to fix, never the customer's refusal.
+        if lowered.startswith(_AUTH_ERRORS) or "license" in lowered or "licence" in lowered:
             self._misconfigured(action, message)
         message = self._scrub(message)
         if lowered in _NOT_FOUND_ERRORS:

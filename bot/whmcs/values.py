@@ -59,10 +59,12 @@ def day(value: Any) -> date | None:
 
 
 _AMOUNT = re.compile(r"\d[\d.,]*")
+# formatCurrency puts a negative amount's sign before the prefix ("-$25.00 USD").
+_NEGATIVE = re.compile(r"^\s*-")
 
 
 def formatted_money(text: str) -> Decimal | None:
-    """An amount WHMCS formatted for people ("$1,234.56 USD", "1.234,56 €")."""
+    """An amount WHMCS formatted for people ("$1,234.56 USD", "1.234,56 €", "-$25.00")."""
     match = _AMOUNT.search(text)
     if match is None:
         return None
@@ -74,4 +76,5 @@ def formatted_money(text: str) -> Decimal | None:
     else:
         whole, decimals = number, ""
     digits = "".join(ch for ch in whole if ch.isdigit())
-    return Decimal(f"{digits or '0'}.{decimals or '0'}")
+    amount = Decimal(f"{digits or '0'}.{decimals or '0'}")
+    return -amount if _NEGATIVE.match(text) else amount
