@@ -395,23 +395,40 @@ AS $function$
 DECLARE
     delivery bigint;
     added integer;
-    resolved text[] := ARRAY[]::text[];
-    m jsonb;
-    k text;
-    conv bigint;
+    resolved text[];
+    learnt text[];
+    learnt_by bigint[];
 BEGIN
-    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
-        m := messages[i];
-        conv := person_conversation(m ->> 'wa_id', m ->> 'user_id');
-        k := coalesce((SELECT key FROM conversations WHERE id = conv), keys[i]);
-        resolved := resolved || k;
-        IF conv IS NOT NULL AND m ->> 'kind' = 'system' THEN
-            INSERT INTO conversation_aliases (alias, conversation_id)
-            SELECT a, conv FROM unnest(ARRAY['u:' || (m ->> 'new_user_id'), m ->> 'new_wa_id']) AS a
-            WHERE a IS NOT NULL
-            ON CONFLICT (alias) DO UPDATE SET conversation_id = conv;
-        END IF;
-    END LOOP;
+    IF EXISTS (SELECT 1 FROM unnest(messages) AS m WHERE m ->> 'kind' = 'system') THEN
+        INSERT INTO conversation_aliases (alias, conversation_id)
+        SELECT DISTINCT ON (a) a, conv
+        FROM (SELECT person_conversation(m ->> 'wa_id', m ->> 'user_id') AS conv, m
+              FROM unnest(messages) AS m WHERE m ->> 'kind' = 'system') AS s
+        CROSS JOIN unnest(ARRAY['u:' || (s.m ->> 'new_user_id'), s.m ->> 'new_wa_id']) AS a
+        WHERE s.conv IS NOT NULL AND a IS NOT NULL
+        ON CONFLICT (alias) DO UPDATE SET conversation_id = EXCLUDED.conversation_id;
+    END IF;
+    SELECT array_agg(coalesce(p.conv_key, t.k) ORDER BY t.n),
+           array_agg('u:' || (t.m ->> 'user_id')) FILTER (WHERE learns),
+           array_agg(p.conv) FILTER (WHERE learns)
+    INTO resolved, learnt, learnt_by
+    FROM unnest(keys, messages) WITH ORDINALITY AS t(k, m, n)
+    CROSS JOIN LATERAL person_lookup(t.m ->> 'wa_id', t.m ->> 'user_id') AS p
+    CROSS JOIN LATERAL (
+        SELECT p.conv IS NOT NULL AND NOT p.by_user_id AND t.m ->> 'user_id' IS NOT NULL
+    ) AS l(learns);
+    -- A BSUID seen for the first time on a known person's message (found by phone) is
+    -- their alias from now on: a message right behind it with the BSUID alone must queue
+    -- in the same conversation, before the dispatcher has seen either.
+    IF learnt IS NOT NULL THEN
+        INSERT INTO conversation_aliases (alias, conversation_id)
+        SELECT DISTINCT ON (a) a, c FROM unnest(learnt, learnt_by) AS x(a, c)
+        ON CONFLICT (alias) DO NOTHING;
+        -- Messages behind it in this very webhook, with the BSUID alone, find it now.
+        SELECT array_agg(coalesce(p.conv_key, t.k) ORDER BY t.n) INTO resolved
+        FROM unnest(keys, messages) WITH ORDINALITY AS t(k, m, n)
+        CROSS JOIN LATERAL person_lookup(t.m ->> 'wa_id', t.m ->> 'user_id') AS p;
+    END IF;
     PERFORM pg_advisory_xact_lock(h)
     FROM (SELECT DISTINCT hashtextextended(r, 0) AS h FROM unnest(resolved) AS r ORDER BY 1) AS l;
     INSERT INTO webhook_deliveries (body) VALUES (body) RETURNING id INTO delivery;
@@ -537,12 +554,24 @@ CREATE OR REPLACE FUNCTION public.lock_conversation(conv_key text, conv_wa_id te
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    found bigint[];
+    candidates bigint[];  -- (not `found`: that would hide plpgsql's FOUND)
     survivor bigint;
     other bigint;
     c conversations;
 BEGIN
-    SELECT array_agg(DISTINCT x) INTO found FROM unnest(ARRAY[
+    -- Nearly always: the conversation the message was queued under, which already knows
+    -- every id the message carries (so they are its aliases already).
+    UPDATE conversations SET
+        profile_name = coalesce(conv_name, profile_name),
+        last_inbound_at = greatest(last_inbound_at, inbound_at)
+    WHERE key = conv_key AND merged_into IS NULL
+      AND (conv_wa_id IS NULL OR wa_id = conv_wa_id)
+      AND (conv_user_id IS NULL OR user_id = conv_user_id)
+    RETURNING * INTO c;
+    IF FOUND THEN
+        RETURN c;
+    END IF;
+    SELECT array_agg(DISTINCT x) INTO candidates FROM unnest(ARRAY[
         person_conversation(conv_wa_id, conv_user_id),
         (SELECT coalesce(merged_into, id) FROM conversations WHERE key = conv_key),
         (SELECT a.conversation_id FROM conversation_aliases AS a
@@ -550,16 +579,26 @@ BEGIN
          WHERE conv_wa_id IS NOT NULL AND a.alias = conv_wa_id
            AND (conv_user_id IS NULL OR o.user_id IS NULL OR o.user_id = conv_user_id))
     ]) AS x WHERE x IS NOT NULL;
-    IF found IS NULL THEN
+    IF candidates IS NULL THEN
+        -- Someone new: their conversation, and their ids its aliases.
         INSERT INTO conversations AS n (key, wa_id, user_id, profile_name, last_inbound_at)
         VALUES (conv_key, conv_wa_id, conv_user_id, conv_name, inbound_at)
         ON CONFLICT (key) DO UPDATE SET updated_at = n.updated_at
-        RETURNING id INTO survivor;
+        RETURNING * INTO c;
+        INSERT INTO conversation_aliases (alias, conversation_id)
+        SELECT DISTINCT a, c.id FROM unnest(ARRAY[conv_key, 'u:' || conv_user_id, conv_wa_id]) AS a
+        WHERE a IS NOT NULL
+        ON CONFLICT (alias) DO UPDATE SET conversation_id = c.id;
+        IF c.wa_id IS NOT DISTINCT FROM coalesce(conv_wa_id, c.wa_id)
+           AND c.user_id IS NOT DISTINCT FROM coalesce(conv_user_id, c.user_id) THEN
+            RETURN c;
+        END IF;
+        survivor := c.id;  -- (a twin created it first without these ids: add them below)
     ELSE
         -- Locked oldest first, as every merge does, so two merges cannot deadlock.
-        PERFORM 1 FROM conversations WHERE id = ANY(found) ORDER BY id FOR UPDATE;
-        survivor := (SELECT min(x) FROM unnest(found) AS x);
-        FOREACH other IN ARRAY found LOOP
+        PERFORM 1 FROM conversations WHERE id = ANY(candidates) ORDER BY id FOR UPDATE;
+        survivor := (SELECT min(x) FROM unnest(candidates) AS x);
+        FOREACH other IN ARRAY candidates LOOP
             PERFORM merge_conversations(other, survivor, true);
         END LOOP;
     END IF;
@@ -646,11 +685,30 @@ CREATE OR REPLACE FUNCTION public.person_conversation(sender_wa_id text, sender_
  LANGUAGE sql
  STABLE
 AS $function$
-    SELECT coalesce(
-        (SELECT a.conversation_id FROM conversation_aliases AS a
-         WHERE sender_user_id IS NOT NULL AND a.alias = 'u:' || sender_user_id),
-        (SELECT a.conversation_id FROM conversation_aliases AS a
-         JOIN conversations AS c ON c.id = a.conversation_id
-         WHERE sender_wa_id IS NOT NULL AND a.alias = sender_wa_id
-           AND (sender_user_id IS NULL OR c.user_id IS NULL OR c.user_id = sender_user_id)))
+    SELECT (person_lookup(sender_wa_id, sender_user_id)).conv
+$function$;
+
+CREATE OR REPLACE FUNCTION public.person_lookup(sender_wa_id text, sender_user_id text, OUT conv bigint, OUT conv_key text, OUT by_user_id boolean)
+ RETURNS record
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+BEGIN
+    by_user_id := false;
+    IF sender_user_id IS NOT NULL THEN
+        SELECT c.id, c.key INTO conv, conv_key FROM conversation_aliases AS a
+        JOIN conversations AS c ON c.id = a.conversation_id
+        WHERE a.alias = 'u:' || sender_user_id;
+        IF FOUND THEN
+            by_user_id := true;
+            RETURN;
+        END IF;
+    END IF;
+    IF sender_wa_id IS NOT NULL THEN
+        SELECT c.id, c.key INTO conv, conv_key FROM conversation_aliases AS a
+        JOIN conversations AS c ON c.id = a.conversation_id
+        WHERE a.alias = sender_wa_id
+          AND (sender_user_id IS NULL OR c.user_id IS NULL OR c.user_id = sender_user_id);
+    END IF;
+END
 $function$;

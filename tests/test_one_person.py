@@ -7,6 +7,7 @@ conversation, never split it. BSUIDs here have letters: they are opaque."""
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from bot.fakes import payloads as wa_payloads
 from flows.catalog import default_catalog
@@ -44,6 +45,35 @@ async def test_a_person_seen_with_and_without_phone_keeps_one_conversation(
     assert [text_of(r) for r in replies] == [JUAN_GREETING] * 3
     assert len(conversations) == 1
     assert (conversations[0]["wa_id"], conversations[0]["user_id"]) == (JUAN_WA, JUAN_ID)
+
+
+@pytest.mark.parametrize("one_webhook", [True, False])
+async def test_a_bsuid_alone_right_behind_its_first_sighting_finds_the_person(
+    pool: asyncpg.Pool, database_url: str, one_webhook: bool
+) -> None:
+    """Known by phone only; then a message with phone and BSUID and, before the bot has
+    handled it, one with the BSUID alone: both are the same person's, in order."""
+    async with Stack(database_url, awkward=None) as stack:
+        await stack.say(JUAN_WA, "hola")  # the classic payload: no BSUID
+        await stack.replies(1)
+        both = wa_payloads.inbound_text(JUAN_WA, "asesor", user_id=JUAN_ID)
+        alone = wa_payloads.inbound_text(None, "hola", user_id=JUAN_ID)
+        if one_webhook:
+            assert await stack.send(both, alone) == 200
+        else:
+            assert await stack.send(both) == 200
+            assert await stack.send(alone) == 200
+        replies = await stack.replies(3)
+        keys = await pool.fetch("SELECT DISTINCT conversation_key FROM inbox")
+        conversations = await live_conversations(pool)
+    assert [r["conversation_key"] for r in keys] == [JUAN_WA]
+    [conv] = conversations
+    assert (conv["wa_id"], conv["user_id"]) == (JUAN_WA, JUAN_ID)
+    # Handed to a person by the first; the second hears it is in the queue.
+    assert [text_of(r) for r in replies[1:]] == [
+        CATALOG.text("menu.handed_over"),
+        CATALOG.text("menu.still_handed_over"),
+    ]
 
 
 async def test_conversations_split_before_are_merged_when_a_message_shows_both_ids(
