@@ -114,3 +114,13 @@ def _awkward_seed(request: pytest.FixtureRequest) -> None:
     from tests import harness
 
     harness.seed_test(request.node.nodeid)
+
+
+@pytest.fixture(name="db")
+async def whmcs_db(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """The pool, with the WHMCS adapter's tables (phone index, request ledger, sync
+    progress) empty."""
+    from store import whmcs_index
+
+    await whmcs_index.forget_everything(pool)
+    return pool

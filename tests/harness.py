@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -233,6 +234,16 @@ def choice_ids(message: SentMessage) -> list[str]:
     if "buttons" in action:
         return [b["reply"]["id"] for b in action["buttons"]]
     return [r["id"] for s in action.get("sections", []) for r in s["rows"]]
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Until `check()` holds; TimeoutError naming `what` after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.02)
 
 
 async def wait_rows(pool: asyncpg.Pool, where: str, count: int, timeout: float = 20.0) -> None:

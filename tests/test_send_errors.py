@@ -6,7 +6,6 @@ treated as ambiguous, per-message errors failing with their code."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -16,7 +15,7 @@ from bot.fakes.cloud_api import Awkward
 from bot.metrics import DOUBLE_DELIVERIES
 from flows.wa_errors import Action, classify
 from tests.billing_fixture import JUAN_WA, MARIA_WA
-from tests.harness import PHONE_ID, TOKEN, Stack, outbox_id_of, text_of, wait_rows
+from tests.harness import PHONE_ID, TOKEN, Stack, outbox_id_of, text_of, until, wait_rows
 
 # The classes as the issue gives them (not read back from the module under test).
 TABLE = [
@@ -42,15 +41,6 @@ def test_http_5xx_is_a_retry_unless_the_request_may_have_gone_through(
     http_status: int, action: Action
 ) -> None:
     assert classify(http_status, http_status) is action
-
-
-async def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
 
 
 async def health(stack: Stack) -> dict[str, object]:

@@ -208,12 +208,6 @@ Make = Callable[..., Awaitable[WhmcsBilling]]
 
 
 @pytest.fixture
-async def db(pool: asyncpg.Pool) -> asyncpg.Pool:
-    await whmcs_index.forget_everything(pool)
-    return pool
-
-
-@pytest.fixture
 async def fake() -> AsyncIterator[FakeWhmcs]:
     async with FakeWhmcs(DATA, identifier=IDENTIFIER, secret=SECRET, today=TODAY) as f:
         yield f

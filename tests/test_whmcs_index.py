@@ -17,6 +17,7 @@ from bot.whmcs.api import PAGE, WhmcsApi
 from bot.whmcs.phone_index import Backoff, PhoneIndex, SyncAlreadyRunning
 from flows.billing import BillingUnavailable, Found
 from store import whmcs_index
+from tests.harness import until
 
 CLIENTS = 250
 
@@ -50,15 +51,6 @@ def above(n: int) -> Callable[[Any], bool]:
     return lambda params: int(params.get("clientid", "0")) > n
 
 
-async def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.02)
-
-
 class Waits:
     """A Backoff's sleep that records the delays instead of sleeping."""
 
@@ -67,12 +59,6 @@ class Waits:
 
     async def __call__(self, seconds: float) -> None:
         self.delays.append(seconds)
-
-
-@pytest.fixture
-async def db(pool: asyncpg.Pool) -> asyncpg.Pool:
-    await whmcs_index.forget_everything(pool)
-    return pool
 
 
 @pytest.fixture
