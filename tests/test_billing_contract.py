@@ -3,10 +3,12 @@ tables and WHMCS (over its fake API). The data is tests/billing_fixture.BILLING.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -202,6 +204,58 @@ async def test_placing_an_upgrade_generates_one_invoice(billing: Billing) -> Non
     unpaid = await billing.list_invoices(juan, service_id=service, status="unpaid")
     assert [i.id for i in unpaid] == [placed.invoice.id]
     assert placed.invoice.id in await billing.invoice_link(juan, placed.invoice.id)
+
+
+@pytest.mark.parametrize("kind", ["local", "whmcs"])
+async def test_a_paid_upgrade_starts_its_period_the_day_it_is_enabled(
+    kind: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The help page: the new plan's period starts on the day it is enabled. Paid the day
+    it was quoted, the service is due when the quote said — a year from that day, not on
+    the old period's date (2027-01-01). Paying needs the backend's own hand (a gateway
+    marking the invoice paid), which the suite's `backend` does not give for WHMCS, so
+    this test builds both itself; the WHMCS fake is one with our hook, applying on MIDYEAR."""
+    async with contextlib.AsyncExitStack() as stack:
+        billing: Billing
+        if kind == "local":
+            local = LocalBilling(pool, policy=Policy.DIFFERENCE, panel_url="https://panel.example")
+
+            async def pay(invoice_id: str) -> None:
+                await local.pay_invoice(invoice_id, today=MIDYEAR)
+
+            billing = local
+        else:
+            from bot.config import Settings
+            from bot.fakes.whmcs import FakeWhmcs
+            from bot.whmcs import WhmcsBilling
+            from store import whmcs_index
+            from tests.billing_fixture import BILLING
+
+            await whmcs_index.forget_everything(pool)
+            fake = await stack.enter_async_context(FakeWhmcs(BILLING, today=MIDYEAR))
+            settings = fake.settings_for(
+                Settings(upgrade_pricing=Policy.DIFFERENCE.value), tmp_path / "upgrades.toml"
+            )
+            whmcs = WhmcsBilling(settings, pool)
+            stack.push_async_callback(whmcs.close)
+            await whmcs.sync_clients()
+
+            async def pay(invoice_id: str) -> None:
+                fake.pay_invoice(invoice_id)
+
+            billing = whmcs
+        juan = await _client_id(billing, JUAN_WA)
+        service = await _service_id(billing, juan, "juanperez.com.ar")
+        pro = _product_id(await billing.upgrade_options(juan, service), "Hosting Pro")
+        quote = await billing.quote_upgrade(juan, service, pro, "annually", today=MIDYEAR)
+        placed = await billing.place_upgrade(
+            juan, service, pro, "annually", today=MIDYEAR, request_id="wamid.P"
+        )
+        assert placed.invoice is not None and not placed.applied
+        await pay(placed.invoice.id)
+        now = await billing.get_service(juan, service)
+        assert now is not None and now.product_name == "Hosting Pro"
+        assert now.next_due == quote.next_due == date(2027, 7, 1)
 
 
 async def test_an_upgrade_with_nothing_to_pay_is_applied_at_once(billing: Billing) -> None:

@@ -1,12 +1,15 @@
-"""integrations/whmcs/upgrade_difference.php, the help page's upgrade price inside WHMCS,
+"""integrations/whmcs/upgrade_difference.php, the help page's upgrade rule inside WHMCS,
 run by PHP exactly as WHMCS would load it: a small driver stubs what the file calls
-(add_hook, App::getFromRequest, Capsule, logActivity), loads it unmodified and runs the
-OrderProductUpgradeOverride hook with the variables WHMCS 8.7 passes.
+(add_hook, App::getFromRequest, Capsule, WHMCS\\Carbon::today, logActivity), loads it
+unmodified and runs its hooks with the variables WHMCS 8.7 passes: OrderProductUpgradeOverride
+(the price) and AfterProductUpgrade (the period).
 
 Expected amounts come from the help page: "si usted pagó 100 $ anuales y a mitad de año
 desea subir de plan a uno de 150 $, se le facturará 150 $ − 100 $ que ya abonó = 50 $" —
 the new package's price for the chosen period minus what was paid for the current one,
-never below zero. Then the fake WHMCS and the bot are held to the same hook."""
+never below zero. Expected dates come from its other half: the new plan's period starts
+on the day it is enabled (next due = that day + the new cycle, the month's last day when
+the month is shorter). Then the fake WHMCS and the bot are held to the same hook."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import random
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from bot.fakes.whmcs import FakeWhmcs
 from bot.whmcs import WhmcsBilling
 from bot.whmcs.api import WhmcsApi
 from bot.whmcs.values import formatted_money
-from flows.pricing import difference
+from flows.pricing import CYCLE_MONTHS, add_months, difference
 from store import whmcs_index
 
 HOOK = Path(__file__).resolve().parent.parent / "integrations" / "whmcs" / "upgrade_difference.php"
@@ -41,50 +44,101 @@ needs_php = pytest.mark.skipif(
 # WHMCS's side, stubbed: only what the hook file calls. Any PHP notice or warning is an
 # error, so an undefined array key or a typo fails the test.
 DRIVER = r"""<?php
+namespace WHMCS {
+    /** WHMCS\Carbon (Carbon's today), as far as the hook uses it: the case's day. */
+    final class Carbon
+    {
+        public static $today = null;
+        private $day;
+
+        private function __construct(string $day)
+        {
+            $this->day = $day;
+        }
+
+        public static function today(): self
+        {
+            if (self::$today === null) {
+                throw new \RuntimeException('the case sets no today');
+            }
+            return new self(self::$today);
+        }
+
+        public function toDateString(): string
+        {
+            return $this->day;
+        }
+    }
+}
+
 namespace WHMCS\Database {
     final class Capsule
     {
         public static $tables = [];
+        /** Every update(): table, ids of the rows it matched, the values it set. */
+        public static $updates = [];
 
         public static function table(string $name): Query
         {
             if (!isset(self::$tables[$name])) {
                 throw new \RuntimeException("no table $name");
             }
-            return new Query(self::$tables[$name], array_keys(self::$tables[$name][0]));
+            $rows = self::$tables[$name];
+            return new Query($name, array_keys($rows), array_keys($rows[0]));
         }
     }
 
-    /** Illuminate's builder, as far as the hook uses it: where(column, value), first, value. */
+    /** Illuminate's builder, as far as the hook uses it: where(column, value), first, value,
+     * update. It reads and writes Capsule::$tables. */
     final class Query
     {
-        private $rows;
+        private $table;
+        private $keys;
         private $columns;
 
-        public function __construct(array $rows, array $columns)
+        public function __construct(string $table, array $keys, array $columns)
         {
-            $this->rows = $rows;
+            $this->table = $table;
+            $this->keys = $keys;
             $this->columns = $columns;
         }
 
         public function where(string $column, $value): self
         {
             $this->known($column);
-            $rows = array_filter($this->rows, function (array $row) use ($column, $value): bool {
-                return $value !== null && (string) $row[$column] === (string) $value;
+            $keys = array_filter($this->keys, function (int $key) use ($column, $value): bool {
+                return $value !== null && (string) $this->row($key)[$column] === (string) $value;
             });
-            return new self(array_values($rows), $this->columns);
+            return new self($this->table, array_values($keys), $this->columns);
         }
 
         public function first(): ?object
         {
-            return $this->rows ? (object) $this->rows[0] : null;
+            return $this->keys ? (object) $this->row($this->keys[0]) : null;
         }
 
         public function value(string $column)
         {
             $this->known($column);
-            return $this->rows ? $this->rows[0][$column] : null;
+            return $this->keys ? $this->row($this->keys[0])[$column] : null;
+        }
+
+        /** Sets the columns of every row matched so far; how many, as Illuminate answers. */
+        public function update(array $values): int
+        {
+            array_map([$this, 'known'], array_keys($values));
+            $ids = [];
+            foreach ($this->keys as $key) {
+                Capsule::$tables[$this->table][$key] = array_replace($this->row($key), $values);
+                $ids[] = $this->row($key)['id'];
+            }
+            Capsule::$updates[] = ['table' => $this->table, 'ids' => $ids, 'values' => $values];
+            return count($ids);
+        }
+
+        private function row(int $key): array
+        {
+            return Capsule::$tables[$this->table][$key];
         }
 
         private function known(string $column): void
@@ -132,16 +186,26 @@ namespace {
     foreach ($cases as $case) {
         App::$request = $case['request'];
         Capsule::$tables = $case['tables'];
+        Capsule::$updates = [];
+        WHMCS\Carbon::$today = $case['today'];
         $activity = [];
         $returns = [];
-        foreach ($hooks['OrderProductUpgradeOverride'] ?? [] as $function) {
+        foreach ($hooks[$case['hook']] ?? [] as $function) {
             $returned = $function($case['vars']);
+            if ($case['hook'] !== 'OrderProductUpgradeOverride') {
+                continue;  // doUpgrade ignores what AfterProductUpgrade returns
+            }
             if (!is_array($returned)) {  // WHMCS ignores anything else
                 throw new UnexpectedValueException('the hook returned ' . gettype($returned));
             }
             $returns[] = (object) $returned;  // [] as {} in JSON
         }
-        $results[] = ['returns' => $returns, 'activity' => $activity];
+        $results[] = [
+            'returns' => $returns,
+            'activity' => $activity,
+            'updates' => Capsule::$updates,
+            'tables' => Capsule::$tables,
+        ];
     }
     echo json_encode(
         ['hooks' => array_keys($hooks), 'results' => $results],
@@ -173,7 +237,14 @@ def pricing(relid: int, currency: int, **prices: str) -> dict[str, Any]:
 
 
 def hosting(
-    sid: int, client: int, pid: int, cycle: str, amount: str, *, first_payment: str = ""
+    sid: int,
+    client: int,
+    pid: int,
+    cycle: str,
+    amount: str,
+    *,
+    first_payment: str = "",
+    next_due: str = "2027-01-01",
 ) -> dict[str, Any]:
     """A tblhosting row: `amount` is the recurring amount, what each period costs."""
     return {
@@ -183,7 +254,8 @@ def hosting(
         "billingcycle": cycle,
         "amount": amount,
         "firstpaymentamount": first_payment or amount,
-        "nextduedate": "2027-01-01",
+        "nextduedate": next_due,
+        "nextinvoicedate": next_due,
         "domainstatus": "Active",
     }
 
@@ -239,7 +311,16 @@ def upgrade_vars(
 def case(
     request: dict[str, Any], vars_: dict[str, Any], tables: dict[str, Any] = TABLES
 ) -> dict[str, Any]:
-    return {"request": request, "vars": vars_, "tables": tables}
+    """An upgrade's price: OrderProductUpgradeOverride on `vars_`."""
+    hook = "OrderProductUpgradeOverride"
+    return {"hook": hook, "request": request, "vars": vars_, "tables": tables, "today": None}
+
+
+def applied(upgrade_id: int, today: date, tables: dict[str, Any]) -> dict[str, Any]:
+    """An upgrade WHMCS has just applied on `today`: doUpgrade's AfterProductUpgrade."""
+    vars_ = {"upgradeid": upgrade_id}
+    hook = "AfterProductUpgrade"
+    return {"hook": hook, "request": {}, "vars": vars_, "tables": tables, "today": str(today)}
 
 
 def run_hook(cases: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
@@ -262,6 +343,7 @@ def run_hook(cases: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
 def hook(request: dict[str, Any], vars_: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     """The hook's one return for one upgrade, and what it wrote to the activity log."""
     (result,) = run_hook([case(request, vars_)], tmp_path)["results"]
+    assert result["updates"] == []  # a price is only calculated: nothing is written
     (returned,) = result["returns"]
     return {**returned, "activity": result["activity"]}
 
@@ -276,8 +358,9 @@ def whmcs_price(returned: dict[str, Any], vars_: dict[str, Any]) -> Decimal:
 
 
 @needs_php
-def test_registers_only_on_order_product_upgrade_override(tmp_path: Path) -> None:
-    assert run_hook([], tmp_path)["hooks"] == ["OrderProductUpgradeOverride"]
+def test_registers_on_the_upgrade_price_and_the_upgrade_applied(tmp_path: Path) -> None:
+    hooks = run_hook([], tmp_path)["hooks"]
+    assert hooks == ["OrderProductUpgradeOverride", "AfterProductUpgrade"]
 
 
 @needs_php
@@ -432,6 +515,135 @@ def test_hook_and_python_difference_agree(tmp_path: Path) -> None:
         assert Decimal(str(returned["price"])) == ours.amount, (paid, new_price)
 
 
+# -- the period starts on the day the upgrade is enabled ------------------------------------
+
+
+def upgrade_row(uid: int, type_: str, service: int, new_value: str) -> dict[str, Any]:
+    """A tblupgrades row as WHMCS 8.7 writes it: a package upgrade's newvalue is
+    "<product id>,<cycle>" (upgradefunctions.php line 275)."""
+    return {
+        "id": uid,
+        "userid": 1,
+        "orderid": 100 + uid,
+        "type": type_,
+        "date": "2026-06-30",
+        "relid": service,
+        "originalvalue": "1",
+        "newvalue": new_value,
+        "new_cycle": "",
+        "amount": "50.00",
+        "recurringchange": "50.00",
+        "status": "Pending",
+        "paid": "Y",
+    }
+
+
+# The services as doUpgrade leaves them before AfterProductUpgrade: on their new package
+# and cycle, with the next due date of the old period.
+APPLIED: dict[str, list[dict[str, Any]]] = {
+    "tblupgrades": [
+        upgrade_row(1, "package", 10, "2,annually"),
+        upgrade_row(2, "package", 11, "2,monthly"),
+        upgrade_row(3, "configoptions", 10, "7"),  # a configurable option: 7 more GB
+        upgrade_row(4, "package", 13, "5,onetime"),
+        upgrade_row(5, "package", 15, "6,free"),
+        upgrade_row(6, "service", 10, "2"),  # WHMCS's newer upgrade restarts the period itself
+    ],
+    "tblhosting": [
+        hosting(10, 1, 2, "Annually", "150.00", next_due="2027-01-01"),
+        hosting(11, 1, 2, "Monthly", "25.00", next_due="2026-02-15"),
+        hosting(13, 1, 5, "One Time", "0.00", first_payment="300.00", next_due="0000-00-00"),
+        hosting(15, 1, 6, "Free Account", "0.00", next_due="0000-00-00"),
+    ],
+}
+
+
+def after_upgrade(
+    upgrade_id: int, today: date, tmp_path: Path, tables: dict[str, Any] = APPLIED
+) -> dict[str, Any]:
+    """What the hook wrote when `upgrade_id` was applied on `today`."""
+    (result,) = run_hook([applied(upgrade_id, today, tables)], tmp_path)["results"]
+    return dict(result)
+
+
+def next_dates(result: dict[str, Any], sid: int) -> tuple[str, str]:
+    (row,) = [r for r in result["tables"]["tblhosting"] if r["id"] == sid]
+    return row["nextduedate"], row["nextinvoicedate"]
+
+
+@needs_php
+@pytest.mark.parametrize(
+    ("upgrade", "sid", "today", "expected"),
+    [
+        (1, 10, date(2026, 7, 1), "2027-07-01"),  # mid-year, a year: the help page's customer
+        (2, 11, date(2026, 1, 31), "2026-02-28"),  # a month from Jan 31: February's last day
+        (2, 11, date(2028, 1, 31), "2028-02-29"),  # … in a leap year
+        (2, 11, date(2026, 12, 31), "2027-01-31"),  # into the next year
+        (1, 10, date(2028, 2, 29), "2029-02-28"),  # a year from Feb 29
+    ],
+)
+def test_the_period_starts_the_day_the_upgrade_is_enabled(
+    upgrade: int, sid: int, today: date, expected: str, tmp_path: Path
+) -> None:
+    result = after_upgrade(upgrade, today, tmp_path)
+    assert next_dates(result, sid) == (expected, expected)
+    (update,) = result["updates"]
+    assert update == {
+        "table": "tblhosting",
+        "ids": [sid],
+        "values": {"nextduedate": expected, "nextinvoicedate": expected},
+    }
+    (logged,) = result["activity"]
+    assert f"service {sid} starts today: next due date {expected}" in logged
+    assert f"upgrade {upgrade} applied" in logged
+
+
+@needs_php
+@pytest.mark.parametrize(
+    "upgrade",
+    [
+        3,  # configurable options: the package and its period stay
+        4,  # now One Time: no period
+        5,  # now Free Account: no period
+        6,  # type service: WHMCS sets the dates itself (doUpgrade line 779)
+        99,  # no such upgrade
+    ],
+)
+def test_anything_but_a_recurring_package_upgrade_is_left_alone(
+    upgrade: int, tmp_path: Path
+) -> None:
+    result = after_upgrade(upgrade, date(2026, 7, 1), tmp_path)
+    assert (result["updates"], result["activity"]) == ([], [])
+    assert result["tables"] == APPLIED
+
+
+def _period_cross_check_cases() -> list[tuple[date, str]]:
+    """(day applied, new cycle): every month's last day from 2026 to 2028 (a leap year),
+    then days drawn at random (seeded), in every cycle."""
+    days = [add_months(date(2026, 1, 31), months) for months in range(36)]
+    draw = random.Random(31)
+    days += [date(2024, 1, 1) + timedelta(days=draw.randrange(0, 3650)) for _ in range(40)]
+    return [(day, cycle) for day in days for cycle in CYCLES]
+
+
+@needs_php
+def test_hook_and_python_add_months_agree(tmp_path: Path) -> None:
+    cases = _period_cross_check_cases()
+    php_cases = []
+    for day, cycle in cases:
+        tables = {
+            "tblupgrades": [upgrade_row(1, "package", 10, f"2,{cycle}")],
+            "tblhosting": [hosting(10, 1, 2, WHMCS_CYCLE[cycle], "150.00")],
+        }
+        php_cases.append(applied(1, day, tables))
+    results = run_hook(php_cases, tmp_path)["results"]
+    assert len(results) == len(cases)
+    for (day, cycle), result in zip(cases, results, strict=True):
+        (update,) = result["updates"]
+        ours = add_months(day, CYCLE_MONTHS[cycle]).isoformat()
+        assert update["values"]["nextduedate"] == ours, (day, cycle)
+
+
 # -- the fake WHMCS is a WHMCS with this hook; the bot checks that it is there ----------------
 
 ID, SECRET = "hook-identifier", "hook-secret"
@@ -532,6 +744,57 @@ async def test_fake_whmcs_prices_as_the_hook_in_calculation_and_invoice(tmp_path
             else:
                 invoice = fake.invoices[int(placed["invoiceid"])]
                 assert invoice.total == Decimal(str(hook_price)), (sid, pid, cycle)
+
+
+async def _upgrade_applied_in_fake(
+    sid: str, pid: str, cycle: str, today: date, policy: str
+) -> date | None:
+    """The service's next due date once the fake WHMCS has applied the upgrade (its
+    invoice paid, or at once with nothing to pay)."""
+    fake = FakeWhmcs(FAKE_DATA, identifier=ID, secret=SECRET, today=today)
+    fake.upgrade_pricing = policy
+    async with fake:
+        api = WhmcsApi(
+            fake.base_url, identifier=ID, secret=SECRET, access_key="", timeout_seconds=5
+        )
+        upgrade = {"serviceid": sid, "type": "product", "newproductid": pid}
+        upgrade |= {"newproductbillingcycle": cycle, "paymentmethod": "banktransfer"}
+        try:
+            placed = await api.post("UpgradeProduct", upgrade)
+        finally:
+            await api.close()
+        if placed["invoiceid"]:
+            fake.pay_invoice(placed["invoiceid"])
+        return fake.services[int(sid)].nextduedate
+
+
+@needs_php
+@pytest.mark.parametrize("today", [TODAY, date(2026, 1, 31)])
+async def test_fake_whmcs_restarts_the_period_as_the_hook(today: date, tmp_path: Path) -> None:
+    # The tables as doUpgrade leaves them: the service on its new package and cycle.
+    hook_cases = [
+        applied(
+            1,
+            today,
+            {
+                "tblupgrades": [upgrade_row(1, "package", int(sid), f"{pid},{cycle}")],
+                "tblhosting": [hosting(int(sid), 1, int(pid), WHMCS_CYCLE[cycle], "0.00")],
+            },
+        )
+        for sid, pid, cycle in UPGRADES
+    ]
+    results = run_hook(hook_cases, tmp_path)["results"]
+    for (sid, pid, cycle), result in zip(UPGRADES, results, strict=True):
+        (row,) = result["tables"]["tblhosting"]
+        fake_due = await _upgrade_applied_in_fake(sid, pid, cycle, today, "difference")
+        assert fake_due is not None and fake_due.isoformat() == row["nextduedate"], (sid, cycle)
+
+
+async def test_fake_whmcs_without_the_hook_keeps_the_due_date() -> None:
+    # WHMCS as installed (pro-rata, no hook): the old period goes on.
+    assert await _upgrade_applied_in_fake("10", "2", "annually", TODAY, "prorata") == date(
+        2027, 1, 1
+    )
 
 
 @pytest.fixture

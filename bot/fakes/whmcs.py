@@ -474,14 +474,17 @@ class FakeWhmcs:
                 self._apply(self.upgrades[item.relid])
 
     def _apply(self, upgrade: FakeUpgrade) -> None:
-        """The upgrade takes effect: WHMCS keeps the next due date and recalculates the
-        recurring price."""
+        """The upgrade takes effect: WHMCS recalculates the recurring price and keeps the
+        next due date; under "difference" our hook (upgrade_difference.php, on
+        AfterProductUpgrade) then starts the new cycle's period today."""
         upgrade.paid = True
         service = self.services[upgrade.serviceid]
         product = self.products[upgrade.newpid]
         service.pid = product.pid
         service.billingcycle = CYCLE_TO_WHMCS[upgrade.newcycle]
         service.amount = product.prices[upgrade.newcycle]
+        if self.upgrade_pricing == "difference":
+            service.nextduedate = add_months(self._today(), _CYCLE_MONTHS[upgrade.newcycle])
 
     def _today(self) -> date:
         return self.today or datetime.now(UTC).date()

@@ -43,6 +43,30 @@
  * new cycle, keeps WHMCS's own calculation: the rule needs a recurring period.
  *
  * Amounts are whole cents (integers): WHMCS stores them as decimal(16,2).
+ *
+ * The period, on AfterProductUpgrade: the help page's rule also says the new plan's period
+ * starts on the day it is enabled, so the bot quotes next due = that day + the new cycle
+ * (flows/pricing.py, `difference`). WHMCS keeps the old next due date instead, so without
+ * this the customer would be told one date and renewed on another. As WHMCS 8.7's
+ * includes/upgradefunctions.php runs it:
+ * - an upgrade order is a tblupgrades row: type 'package', relid the service, newvalue
+ *   "<product id>,<cycle>" (line 275, SumUpPackageUpgradeOrder at checkout);
+ * - doUpgrade applies it when its invoice is paid (processUpgradePayment, lines 650-654,
+ *   called for an "Upgrade" invoice item by processPaidInvoice, includes/invoicefunctions.php
+ *   lines 443-447) or at once when there is nothing to pay (lines 310-311);
+ * - for type 'package' doUpgrade saves the service on its new package and cycle (line 727)
+ *   and only then runs AfterProductUpgrade with ["upgradeid"] (line 749). It touches the
+ *   due dates only of a service that was One Time or Free Account (lines 710-715); any
+ *   other keeps its old next due date. Its later save of the same service (line 849) writes
+ *   only the attributes it changed (Eloquent's performUpdate saves getDirty()), not ours.
+ * So the hook reads tblupgrades, and for a 'package' upgrade whose service is now on a
+ * recurring cycle sets tblhosting.nextduedate and nextinvoicedate to today + that cycle's
+ * months, clamped to the month's end like flows.pricing.add_months (Jan 31 + 1 month =
+ * Feb 28; WHMCS's own getInvoicePayUntilDate rolls over with mktime: Mar 3). The service
+ * now on One Time or Free Account has no period; configoptions upgrades keep the package's
+ * period; type 'service' (the same hook, line 828) is WHMCS's newer upgrade, which already
+ * restarts the period itself (line 779): all left as WHMCS made them. "Today" is
+ * WHMCS\Carbon::today(), on the clock doUpgrade's date("Y-m-d") reads.
  */
 
 namespace HostingWhatsAppBot\Whmcs;
@@ -53,11 +77,22 @@ if (!defined('WHMCS')) {
     die('This file cannot be accessed directly');
 }
 
-/** WHMCS's recurring billing cycles, as tblpricing names its columns. */
-const RECURRING_CYCLES = ['monthly', 'quarterly', 'semiannually', 'annually', 'biennially', 'triennially'];
+/** WHMCS's recurring billing cycles, as tblpricing names its columns, and their months. */
+const CYCLE_MONTHS = [
+    'monthly' => 1,
+    'quarterly' => 3,
+    'semiannually' => 6,
+    'annually' => 12,
+    'biennially' => 24,
+    'triennially' => 36,
+];
 
 add_hook('OrderProductUpgradeOverride', 1, function (array $vars): array {
     return upgradeDifference($vars);
+});
+
+add_hook('AfterProductUpgrade', 1, function (array $vars): void {
+    restartPeriod((int) $vars['upgradeid']);
 });
 
 /**
@@ -123,7 +158,48 @@ function upgradedService(int $oldProductId): ?object
 function recurringCycle(string $cycle): ?string
 {
     $name = strtolower(str_replace(['-', ' '], '', $cycle));
-    return in_array($name, RECURRING_CYCLES, true) ? $name : null;
+    return array_key_exists($name, CYCLE_MONTHS) ? $name : null;
+}
+
+/**
+ * A package upgrade WHMCS has just applied: the service's period starts today. Anything
+ * else is left as WHMCS made it.
+ */
+function restartPeriod(int $upgradeId): void
+{
+    $upgrade = Capsule::table('tblupgrades')->where('id', $upgradeId)->first();
+    if ($upgrade === null || $upgrade->type !== 'package') {
+        return;
+    }
+    $service = Capsule::table('tblhosting')->where('id', $upgrade->relid)->first();
+    $cycle = $service === null ? null : recurringCycle((string) $service->billingcycle);
+    if ($cycle === null) {
+        return;
+    }
+    $nextDue = addMonths(\WHMCS\Carbon::today()->toDateString(), CYCLE_MONTHS[$cycle]);
+    Capsule::table('tblhosting')->where('id', $service->id)->update([
+        'nextduedate' => $nextDue,
+        'nextinvoicedate' => $nextDue,
+    ]);
+    logActivity(sprintf(
+        'Upgrade difference hook: upgrade %d applied, the %s period of service %d starts today: next due date %s (was %s)',
+        $upgradeId,
+        $cycle,
+        (int) $service->id,
+        $nextDue,
+        (string) $service->nextduedate
+    ), (int) $service->userid);
+}
+
+/** A day ("2026-01-31") `$months` later, clamped to the month's end: "2026-02-28". */
+function addMonths(string $day, int $months): string
+{
+    [$year, $month, $dayOfMonth] = array_map('intval', explode('-', $day));
+    $index = $month - 1 + $months;
+    $year += intdiv($index, 12);
+    $month = $index % 12 + 1;
+    $last = (int) (new \DateTimeImmutable(sprintf('%04d-%02d-01', $year, $month)))->format('t');
+    return sprintf('%04d-%02d-%02d', $year, $month, min($dayOfMonth, $last));
 }
 
 /** An amount ("100.00", 100, 99.5) in whole cents. */
