@@ -79,6 +79,9 @@ class Settings:
     panel_url: str = "https://www.paneldecliente.com"
     # Where an unidentified customer is sent to fix the phone on their account.
     panel_details_url: str = "https://www.paneldecliente.com/clientarea.php?action=details"
+    # The public plans and prices, where a prospect asking to buy is sent ("" = the
+    # panel's store, PANEL_URL/cart.php).
+    plans_url: str = ""
     # Region used to read account phones written without a country code.
     default_region: str = "AR"
     # Local time for anything shown to a customer.
@@ -162,6 +165,7 @@ class Settings:
             upgrade_pricing=_choice(env, "UPGRADE_PRICING", ("difference", "prorata")),
             panel_url=(env.get("PANEL_URL") or cls.panel_url).rstrip("/"),
             panel_details_url=env.get("PANEL_DETAILS_URL", cls.panel_details_url),
+            plans_url=env.get("PLANS_URL", ""),
             default_region=env.get("DEFAULT_REGION", "AR"),
             display_timezone=env.get("DISPLAY_TIMEZONE", cls.display_timezone),
             session_ttl_minutes=_int(env, "SESSION_TTL_MINUTES", 30),

@@ -106,6 +106,8 @@ class Dispatcher:
             alerts=_AlertsReader(pool),
             panel_details_url=settings.panel_details_url,
             session_ttl=timedelta(minutes=settings.session_ttl_minutes),
+            panel_url=settings.panel_url,
+            plans_url=settings.plans_url or f"{settings.panel_url}/cart.php",
         )
         self._readers = asyncio.Semaphore(settings.dispatch_batch_readers)
         # After a batch failed as a whole: how many claims to make one message at a time.

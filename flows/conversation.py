@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-import flows.menu  # noqa: F401  (registers the flow)
 from flows.matching import fold
+from flows.menu import Menu
 from flows.outbound import Reply, Text
 from flows.runtime import (
     FLOWS,
@@ -140,6 +140,10 @@ async def _handle(
         acted = await run(flow_cls, state, lambda s: s.on_text(text))
     else:
         acted = await run(flow_cls, state, lambda s: s.understand())
+    if not acted and not literal and inbound.kind is InboundKind.TEXT and text:
+        acted = await _anywhere(
+            deps, text, turn, run, back=lambda: run(flow_cls, state, lambda s: s.back())
+        )
     if acted:
         turn.context.pop(LADDER_KEY, None)
         return turn
@@ -151,10 +155,12 @@ async def _handle(
 
     misses = int(turn.context.get(LADDER_KEY, 0)) + 1
     if misses == 1:
+        # The options again — not the answer or the long text that came before them.
         turn.replies.append(_text(deps, "ladder.not_understood"))
-        await run(flow_cls, state, lambda s: s.render())
+        await run(flow_cls, state, lambda s: s.reprompt())
     elif misses == 2:
         turn.replies.append(_text(deps, "ladder.not_understood_menu"))
+        turn.context["brief"] = True
         await menu("go_menu")
     else:
         await menu("offer_human")
@@ -176,6 +182,43 @@ def _stale_tap(inbound: Inbound, conv: ConversationView) -> bool:
         and conv.current_prompt is not None
         and inbound.context_id != conv.current_prompt
     )
+
+
+async def _anywhere(
+    deps: Deps,
+    text: str,
+    turn: Turn,
+    run: Callable[[type[Step], str, Action], Awaitable[bool]],
+    *,
+    back: Callable[[], Awaitable[bool]],
+) -> bool:
+    """What the current state did not understand, understood from anywhere: a short
+    thanks or "ok" (answered warmly, nothing moves), "volver" (the previous step), or
+    an intent the bot knows (a frequent question, upgrade, a person…), as from the main
+    menu."""
+    if _short_and_means(deps, text, "words.thanks"):
+        turn.replies.append(_text(deps, "common.thanks"))
+        return True
+    if _short_and_means(deps, text, "words.ok"):
+        turn.replies.append(_text(deps, "common.ok"))
+        return True
+    if _short_and_means(deps, text, "words.back"):
+        return await back()
+
+    async def intent(step: Step) -> bool:
+        assert isinstance(step, Menu)
+        return await step.intent()
+
+    state_before, context_before = turn.state, dict(turn.context)
+    if await run(Menu, "main", intent):
+        return True
+    turn.state, turn.context = state_before, context_before
+    return False
+
+
+def _short_and_means(deps: Deps, text: str, words: str) -> bool:
+    """A short message (up to four words) that is one of these words' phrases."""
+    return len(text.split()) <= 4 and deps.matcher.contains(text, deps.catalog.words(words))
 
 
 def _resolve(full_state: str) -> tuple[type[Step], str]:

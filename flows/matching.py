@@ -77,6 +77,12 @@ class Match:
 class _Hit:
     score: float
     negated: bool
+    words: int = 0  # how many words the keyword has: a longer phrase says more
+    start: int = 0  # where in the text it was found, and how many words it took
+    size: int = 0
+
+    def overlaps(self, other: _Hit) -> bool:
+        return self.start < other.start + other.size and other.start < self.start + self.size
 
 
 class Matcher:
@@ -103,24 +109,34 @@ class Matcher:
                 return Match(Outcome.NUMBER, options[index].key, 100.0)
             return Match(Outcome.NONE)
         words = folded.split()[:MAX_WORDS]
-        scored: list[tuple[float, str]] = []
-        negated_best = 0.0
+        found: list[tuple[_Hit, str]] = []
+        negated_best = top_score = 0.0
         for option in options:
             hits = self._hits(words, option.keywords)
             negated_best = max([negated_best, *(h.score for h in hits if h.negated)])
-            kept = [] if self._refused(hits) else [h.score for h in hits if not h.negated]
-            best = max(kept, default=0.0)
-            scored.append((best, option.key))
-        scored.sort(reverse=True)
-        top_score, top_key = scored[0] if scored else (0.0, "")
-        if top_score < self.cutoff:
+            kept = [] if self._refused(hits) else [h for h in hits if not h.negated]
+            top_score = max([top_score, *(h.score for h in kept)])
+            passing = [h for h in kept if h.score >= self.cutoff]
+            if passing:
+                # The option's most specific phrase in the text: the longest, then best.
+                found.append((max(passing, key=lambda h: (h.words, h.score)), option.key))
+        if not found:
             if negated_best >= self.cutoff:
                 return Match(Outcome.NEGATED, score=negated_best)
             return Match(Outcome.NONE, score=top_score)
-        runner_up = scored[1][0] if len(scored) > 1 else 0.0
-        if top_score - runner_up < self.margin:
-            return Match(Outcome.AMBIGUOUS, score=top_score)
-        return Match(Outcome.MATCHED, top_key, top_score)
+        # Where two options were found in the same words, the longer phrase is what the
+        # sentence means: "cancelar un dominio" is about a domain, not about cancelling a
+        # service; "a nombre de otra persona" is a transfer, not a request for a person.
+        # Options found in different words (two requests), or by phrases as long, compete:
+        # the clearer wins by the margin, or neither (ambiguous).
+        found.sort(key=lambda f: (f[0].words, f[0].score), reverse=True)
+        best, key = found[0]
+        rivals = [
+            hit.score for hit, _ in found[1:] if hit.words == best.words or not hit.overlaps(best)
+        ]
+        if rivals and best.score - max(rivals) < self.margin:
+            return Match(Outcome.AMBIGUOUS, score=best.score)
+        return Match(Outcome.MATCHED, key, best.score)
 
     def contains(self, text: str, keywords: Iterable[str]) -> bool:
         """Whether one of the keywords is in the text, not negated (for global words)."""
@@ -142,7 +158,7 @@ class Matcher:
         if not keyword or not words:
             return _Hit(0.0, False)
         phrase = " ".join(keyword)
-        best = _Hit(0.0, False)
+        best = _Hit(0.0, False, len(keyword))
         n = len(keyword)
         for size in {max(1, n - 1), n, n + 1}:
             for start in range(0, max(1, len(words) - size + 1)):
@@ -154,7 +170,8 @@ class Matcher:
                 else:
                     score = fuzz.ratio(window, phrase)
                 if score > best.score or (score == best.score and best.negated):
-                    best = _Hit(score, self._negated(words, start))
+                    negated = self._negated(words, start)
+                    best = _Hit(score, negated, len(keyword), start, size)
         return best
 
     def _negated(self, words: list[str], start: int) -> bool:

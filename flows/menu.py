@@ -54,6 +54,7 @@ class Menu(Step):
         "offer_human",
         "handed_over",
         "ended",
+        "prospect",
     )
     TRANSITIONS: ClassVar[list[dict[str, Any]]] = [
         {"trigger": "go_menu", "source": "*", "dest": "main"},
@@ -65,6 +66,7 @@ class Menu(Step):
         {"trigger": "toggle_alerts", "source": "alerts", "dest": "alerts", "before": "toggle"},
         {"trigger": "coming_soon", "source": "*", "dest": "coming_soon"},
         {"trigger": "faq_answer", "source": "*", "dest": "faq_answer"},
+        {"trigger": "prospect", "source": "*", "dest": "prospect"},
     ]
 
     # -- choices per state ----------------------------------------------------------
@@ -95,11 +97,37 @@ class Menu(Step):
                 key = "alerts.turn_off" if self._alerts_on else "alerts.turn_on"
                 toggle = Choice("alerts:toggle", "toggle_alerts", key, f"{key}_keywords")
                 return [toggle, back]
-            case "coming_soon" | "offer_human":
+            case "coming_soon" | "offer_human" | "prospect":
                 return [human, back]
             case "handed_over":
                 return [back]
         return []
+
+    def intents(self) -> list[Choice]:
+        """Everything the bot knows, reachable by typing it from any state: the main
+        menu's options, each frequent question, and a prospect's wish to buy."""
+        buy = Choice("buy", "prospect", "menu.options.buy.title", "words.buy", hidden=True)
+        return [*self.main_choices(), buy]
+
+    async def intent(self) -> bool:
+        """Act on the text as an intent from anywhere (after the current state's own
+        options did not fit); False when it names none clearly."""
+        chosen = self.meant(self.intents(), numbered=False)
+        if chosen is None:
+            return False
+        await self.choose(chosen)
+        return True
+
+    async def back(self) -> None:
+        await self.trigger("go_faq" if self.state == "faq_answer" else "go_menu")
+
+    async def reprompt(self) -> None:
+        if self.state == "faq_answer" and self.ctx.get("faq") in FAQ_TOPICS:
+            self.send(self.prompt(self.t("faq.after_answer"), self.choices()))
+        elif self.state in ("main", "start", "ended"):
+            self.send(self.prompt(self.t("menu.brief"), self.main_choices()))
+        else:
+            await self.render()
 
     async def understand(self, *, numbered: bool = True) -> bool:
         if self.state in ("start", "ended"):
@@ -128,7 +156,10 @@ class Menu(Step):
     async def render_main(self) -> None:
         self.ctx.pop("faq", None)
         self.ctx.pop("soon", None)
-        if self.identity.status is IdentityStatus.SEVERAL:
+        if self.ctx.pop("brief", False):
+            # Asked again after not being understood: the options, not the long text.
+            self.send(self.prompt(self.t("menu.brief"), self.main_choices()))
+        elif self.identity.status is IdentityStatus.SEVERAL:
             self.send(self.prompt(self.t("identity.several"), self.main_choices()))
         elif not self.identified or self.client is None:
             self.send(
@@ -173,8 +204,14 @@ class Menu(Step):
 
     async def render_coming_soon(self) -> None:
         option = self.ctx.get("soon", "upgrade")
-        body = self.t(f"menu.coming_soon.{option}", panel_url=self.deps.panel_details_url)
+        body = self.t(f"menu.coming_soon.{option}", panel_url=self.deps.panel_url)
         self.send(self.prompt(body, self.choices()))
+
+    async def render_prospect(self) -> None:
+        # Said in full once; asked again, the link alone.
+        key = "menu.prospect_again" if self.ctx.get("prospect_told") else "menu.prospect"
+        self.ctx["prospect_told"] = True
+        self.send(self.prompt(self.t(key, plans_url=self.deps.plans_url), self.choices()))
 
     async def render_offer_human(self) -> None:
         self.send(self.prompt(self.t("ladder.offer_human"), self.choices()))

@@ -50,6 +50,7 @@ from flows.commands import (
     Signal,
 )
 from flows.matching import Matcher, Option, fold
+from flows.matching import Outcome as MatchOutcome
 from flows.options import (
     PAGE_NEXT,
     PAGE_PREVIOUS,
@@ -202,6 +203,10 @@ class Deps:
     alerts: AlertPreferences
     panel_details_url: str
     session_ttl: timedelta
+    # The client area's home and the company's public plans (a prospect asking to buy
+    # is sent there), both https:// so that every WhatsApp client makes them tappable.
+    panel_url: str = ""
+    plans_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +360,16 @@ class Step:
         """Back to the main menu."""
         self.goto("menu", "main")
 
+    async def back(self) -> None:
+        """The customer wrote "volver" / "atrás": the previous step; by default the menu."""
+        self.leave()
+
+    async def reprompt(self) -> None:
+        """The current options again (the ladder's first rung): by default the state's
+        prompt. A state whose prompt follows a long text (an answer) says only the
+        options."""
+        await self.render()
+
     # -- hooks ------------------------------------------------------------------------
     def choices(self) -> list[Choice]:
         """The options of the current state; override per state."""
@@ -460,21 +475,28 @@ class Step:
         if self.inbound.kind is InboundKind.CHOICE and self.inbound.choice_id:
             chosen = next((c for c in choices if c.id == self.inbound.choice_id), None)
         if chosen is None and self.inbound.text:
-            for group, numbers in (
-                ([c for c in choices if not c.hidden], numbered),
-                ([c for c in choices if c.hidden], False),
-            ):
-                options = [Option(c.id, self._keywords(c)) for c in group]
-                match = self.deps.matcher.match(
-                    self.inbound.text, options, numbered=len(options) if numbers else 0
-                )
-                chosen = next((c for c in group if c.id == match.key), None)
-                if chosen is not None:
-                    break
+            chosen = self.meant(choices, numbered=numbered)
         if chosen is None:
             return False
         await self.choose(chosen)
         return True
+
+    def meant(self, choices: Sequence[Choice], *, numbered: bool) -> Choice | None:
+        """The choice the typed text means. All are matched together, so that the most
+        specific phrase wins ("cancelar un dominio" is the hidden domains question, not
+        the visible cancellation); on a tie, what is on screen wins. Numbers count only
+        for the visible ones, as numbered on screen."""
+        visible = [c for c in choices if not c.hidden]
+        ordered = [*visible, *(c for c in choices if c.hidden)]
+        for group in (ordered, visible):
+            options = [Option(c.id, self._keywords(c)) for c in group]
+            match = self.deps.matcher.match(
+                self.inbound.text, options, numbered=len(visible) if numbered else 0
+            )
+            chosen = next((c for c in group if c.id == match.key), None)
+            if chosen is not None or match.outcome is not MatchOutcome.AMBIGUOUS:
+                return chosen
+        return None
 
     async def _turn_page(self, choices: Sequence[Choice]) -> bool:
         """Turn the page ("Ver más" / "Anteriores", tapped or typed) of this state's list."""
