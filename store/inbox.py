@@ -54,6 +54,16 @@ class StatusesApplied:
     doubled: int = 0
 
 
+async def finished(pool: asyncpg.Pool, wamids: Sequence[str]) -> dict[str, str]:
+    """The inbox status (`done`, `failed`) of each of these messages the bot has
+    finished with; those still waiting are absent."""
+    rows = await pool.fetch(
+        "SELECT wamid, status FROM inbox WHERE wamid = ANY($1::text[]) AND status <> 'pending'",
+        list(wamids),
+    )
+    return {r["wamid"]: r["status"] for r in rows}
+
+
 def without_nul(value: Any) -> Any:
     """PostgreSQL text and jsonb cannot hold U+0000; a customer cannot type it anyway."""
     if isinstance(value, str):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from bot.config import Settings
@@ -322,7 +323,63 @@ async def test_delivery_statuses_reach_the_chat(
             break
         assert loop.time() < deadline, statuses
         await asyncio.sleep(0.1)
-    assert statuses[sent["entry"]["id"]] == "received"
+    assert statuses[sent["entry"]["id"]] == "read"
+
+
+async def customer_status(
+    http: aiohttp.ClientSession, sandbox: Sandbox, wa_id: str, wamid: str, wanted: str
+) -> None:
+    """Wait until the chat shows the customer's message `wamid` as `wanted`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (status := (await chat(http, sandbox, wa_id))["statuses"].get(wamid)) != wanted:
+        assert loop.time() < deadline, status
+        await asyncio.sleep(0.1)
+
+
+async def test_the_customers_message_is_read_once_the_bot_handled_it(
+    sandbox: Sandbox, http: aiohttp.ClientSession, database_url: str
+) -> None:
+    first = await send(http, sandbox, JUAN, text="hola")
+    await wait_for_bot(http, sandbox, JUAN, after=0, count=1)
+    await customer_status(http, sandbox, JUAN, first["entry"]["id"], "read")
+
+    # The bot cannot take Juan's next turn while his conversation is locked; the webhook
+    # does not need that lock, so the message is taken (delivered) and waits.
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            locked = await conn.fetch(
+                "SELECT id FROM conversations WHERE wa_id = $1 FOR UPDATE", JUAN
+            )
+            assert len(locked) == 1
+            second = await send(http, sandbox, JUAN, text="ayuda")
+            statuses = (await chat(http, sandbox, JUAN))["statuses"]
+            assert statuses[second["entry"]["id"]] == "delivered"
+            assert statuses[first["entry"]["id"]] == "read"
+    finally:
+        await conn.close()
+
+    await wait_for_bot(http, sandbox, JUAN, after=second["entry"]["seq"], count=1)
+    await customer_status(http, sandbox, JUAN, second["entry"]["id"], "read")
+
+
+async def test_a_refused_message_is_marked_as_an_error(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    secret = sandbox.fake.app_secret
+    sandbox.fake.app_secret = "not the app's secret"
+    try:
+        async with http.post(
+            f"{sandbox.url}/sandbox/api/send", json={"wa_id": JUAN, "text": "hola"}
+        ) as response:
+            assert response.status == 502
+            refused = (await response.json())["entry"]
+    finally:
+        sandbox.fake.app_secret = secret
+    assert refused["webhook_status"] != 200
+    statuses = (await chat(http, sandbox, JUAN))["statuses"]
+    assert statuses == {refused["id"]: "rejected"}
 
 
 async def test_bad_requests_are_refused(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:

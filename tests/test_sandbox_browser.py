@@ -109,6 +109,10 @@ async def test_customer_gets_the_menu_and_the_questions(sandbox: Sandbox, browse
     last_bot = page.locator(".bubble.bot").last
     for line in filter(None, menu_text.split("\n")):
         await expect(last_bot).to_contain_text(line, timeout=REPLY_TIMEOUT_MS)
+    # The bot handled the greeting: under it, two blue ticks, as a phone shows a read message.
+    read = page.locator(".bubble.me").last.get_by_role("img", name="Leído: el bot lo procesó")
+    await expect(read).to_have_text("✓✓", timeout=REPLY_TIMEOUT_MS)
+    await expect(read).to_have_css("color", "rgb(83, 189, 235)")
     list_button = page.get_by_role("button", name=CATALOG.text("menu.button"), exact=True)
     await expect(list_button).to_be_visible()
     assert await box.input_value() == ""

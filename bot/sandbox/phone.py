@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from bot.config import Settings
@@ -24,6 +25,7 @@ from bot.fakes.payloads import InboundItem, JSONDict
 from bot.sandbox import billing_panel
 from bot.webhook import POOL
 from flows.phones import whatsapp_id_for
+from store import inbox
 from store.billing_local import LocalBilling
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,8 @@ class Transcript:
         self._fake = fake
         self._entries: list[JSONDict] = []
         self._fake_seq = 0
+        # The customer's messages the bot has finished with: wamid -> `read` / `unhandled`.
+        self._outcomes: dict[str, str] = {}
 
     def _append(self, entry: JSONDict) -> JSONDict:
         entry["seq"] = len(self._entries) + 1
@@ -90,21 +94,58 @@ class Transcript:
                 }
             )
 
-    def chat(self, wa_id: str, after: int) -> tuple[list[JSONDict], dict[str, str]]:
+    async def chat(
+        self, wa_id: str, after: int, pool: asyncpg.Pool
+    ) -> tuple[list[JSONDict], dict[str, str]]:
         """The entries of `wa_id`'s chat after `after`, and the status of every message
-        known so far: the bot's as Meta reported them, the customer's as our webhook
-        answered (`received` or `rejected`)."""
+        known so far: the bot's as Meta reported them, the customer's as their phone
+        would show them (see `_customer_status`)."""
         self._sync()
         mine = [e for e in self._entries if e["wa_id"] == wa_id]
+        # Only this chat's own messages are looked up: the answer says nothing of any
+        # other customer's.
+        delivered = [e["id"] for e in mine if e["direction"] == "in" and e["webhook_status"] == 200]
+        waiting = [wamid for wamid in delivered if wamid not in self._outcomes]
+        if waiting:
+            self._outcomes.update(await _bot_outcomes(pool, waiting))
         statuses: dict[str, str] = {}
         for entry in mine:
             if entry["direction"] == "out":
                 status = self._fake.acknowledged.get(entry["id"])
                 if status is not None:
                     statuses[entry["id"]] = status
-            elif entry["webhook_status"] is not None:
-                statuses[entry["id"]] = "received" if entry["webhook_status"] == 200 else "rejected"
+            else:
+                statuses[entry["id"]] = _customer_status(entry, self._outcomes.get(entry["id"]))
         return [e for e in mine if e["seq"] > after], statuses
+
+
+def _customer_status(entry: JSONDict, handled: str | None) -> str:
+    """The ticks under the customer's own message.
+
+    On a phone: one grey tick once WhatsApp's server has it, two grey once it reached the
+    business, two blue once the business marked it read. Here the sandbox is WhatsApp's
+    server (`sent` while the webhook is being posted) and a 200 from our webhook is the
+    delivery. The bot sends no read receipts (Cloud API `"status": "read"`), so on a real
+    phone its customers' messages stay at two grey ticks; the simulator turns them blue
+    when the bot has handled the message (its inbox row is `done`), which is what a
+    receipt sent at that point would show, and what a person trying the bot wants to see.
+    Two things a phone never shows are marked as errors, because someone trying the bot
+    must notice them: our webhook refusing the message (Meta would retry it unseen), and
+    the bot giving up on it after its attempts (the inbox row `failed`).
+    """
+    if entry["webhook_status"] is None:
+        return "sent"
+    if entry["webhook_status"] != 200:
+        return "rejected"
+    return handled or "delivered"
+
+
+async def _bot_outcomes(pool: asyncpg.Pool, wamids: list[str]) -> dict[str, str]:
+    """`read` or `unhandled` for each of `wamids` the bot has finished with."""
+    finished = await inbox.finished(pool, wamids)
+    return {
+        wamid: "read" if status == "done" else "unhandled" for wamid, status in finished.items()
+    }
 
 
 class Simulator:
@@ -262,7 +303,7 @@ async def _send(request: web.Request) -> web.Response:
 
 
 async def _messages(request: web.Request) -> web.Response:
-    """One chat after a sequence number, with the delivery status of the bot's messages."""
+    """One chat after a sequence number, with the status of every message in it."""
     wa_id = request.query.get("wa_id", "")
     if not _WA_ID.fullmatch(wa_id):
         return _bad("wa_id: de 6 a 15 dígitos, sin '+'")
@@ -270,7 +311,8 @@ async def _messages(request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
     except ValueError:
         return _bad("after debe ser un entero")
-    entries, statuses = request.app[SIMULATOR].transcript.chat(wa_id, after)
+    transcript = request.app[SIMULATOR].transcript
+    entries, statuses = await transcript.chat(wa_id, after, request.app[POOL])
     return web.json_response({"messages": entries, "statuses": statuses})
 
 

@@ -39,13 +39,24 @@
     "quote.created": "Presupuesto disponible",
     "domain.deleted": "Dominio borrado",
   };
+  // The ticks' meaning, for the bot's messages (as Meta reported them) and the
+  // customer's own (phone.py's _customer_status says what each one means there).
   const TICK_TITLES = {
-    sent: "Enviado",
-    delivered: "Entregado",
-    read: "Leído",
-    received: "Recibido por el bot",
-    rejected: "El bot no lo aceptó",
+    out: {
+      sent: "Enviado",
+      delivered: "Entregado",
+      read: "Leído",
+      failed: "No se pudo entregar",
+    },
+    in: {
+      sent: "Enviado",
+      delivered: "Entregado al bot",
+      read: "Leído: el bot lo procesó",
+      rejected: "El webhook no lo aceptó",
+      unhandled: "El bot no pudo procesarlo",
+    },
   };
+  const TICK_ERRORS = new Set(["failed", "rejected", "unhandled"]);
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -343,9 +354,10 @@
 
   function setTick(tick, status) {
     tick.className = "ticks";
-    tick.title = TICK_TITLES[status] || status;
+    tick.title = TICK_TITLES[tick.dataset.direction][status] || status;
+    tick.setAttribute("aria-label", tick.title);
     if (status === "read") tick.classList.add("read");
-    if (status === "rejected" || status === "failed") {
+    if (TICK_ERRORS.has(status)) {
       tick.textContent = "⚠";
       tick.classList.add("failed");
     } else if (status === "delivered" || status === "read") {
@@ -362,13 +374,14 @@
     const meta = el("div", "meta");
     const at = new Date(message.at);
     meta.appendChild(el("span", "time", at.toLocaleTimeString("es-AR", { hour: "2-digit", minute: "2-digit" })));
+    // Named for assistive technology: "✓✓" alone says nothing.
     const tick = el("span", "ticks", "🕓");
+    tick.dataset.direction = message.direction;
+    tick.setAttribute("role", "img");
     tick.title = "Pendiente";
+    tick.setAttribute("aria-label", tick.title);
     meta.appendChild(tick);
     state.ticks.set(message.id, tick);
-    if (message.direction === "in" && message.webhook_status !== null) {
-      setTick(tick, message.webhook_status === 200 ? "received" : "rejected");
-    }
     // The bubble's buttons stay last, as in WhatsApp; the time goes above them.
     const actions = bubble.querySelector(".choices, .list-open");
     bubble.insertBefore(meta, actions);
