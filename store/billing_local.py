@@ -3,9 +3,10 @@ clients, products, services, invoices and domains in our own PostgreSQL, written
 through this class.
 
 It behaves as a billing system would: placing an upgrade generates an unpaid invoice;
-paying it applies the upgrade; every change a customer would be told about (invoice
-created or paid, service suspended…) emits the matching event into `events`, in the same
-transaction as the change, for the alerts to turn into WhatsApp messages.
+paying it applies the upgrade; paying a renewal moves the service's period one cycle on;
+every change a customer would be told about (invoice created or paid, service
+suspended…) emits the matching event into `events`, in the same transaction as the
+change, for the alerts to turn into WhatsApp messages.
 """
 
 from __future__ import annotations
@@ -417,8 +418,13 @@ class LocalBilling:
 
     # -- what a billing system's staff or its cron does (CLI and sandbox) -------------
     async def pay_invoice(self, invoice_id: str, *, today: date | None = None) -> Invoice:
-        """Record the payment, apply what it pays for (an upgrade; a suspension for
-        non-payment is lifted when nothing else is owed) and emit the events."""
+        """Record the payment, apply what it pays for and emit the events, once: an
+        invoice that is not unpaid is refused and nothing changes.
+
+        An upgrade invoice applies its upgrade. Any other invoice of a service is a
+        renewal: the paid period moves one cycle on and a suspension for non-payment is
+        lifted when nothing overdue is left, as WHMCS does on paying a service's invoice
+        (makeHostingPayment)."""
         today = today or self.today()
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(f"{_INVOICE} WHERE id = $1 FOR UPDATE", invoice_id)
@@ -432,18 +438,16 @@ class LocalBilling:
             )
             invoice = _replace_status(invoice, "paid")
             await self._emit(conn, "invoice.paid", invoice.client_id, self._invoice_data(invoice))
-            await self._apply_upgrade(conn, invoice_id, today)
-            if invoice.service_id:
-                await self._lift_suspension(conn, invoice.service_id)
+            order = await conn.fetchrow(
+                "SELECT * FROM billing_upgrade_orders WHERE invoice_id = $1", invoice_id
+            )
+            if order is not None:
+                if order["applied_at"] is None:
+                    await self._apply_order(conn, order, today)
+            elif invoice.service_id is not None:
+                await self._renew(conn, invoice.service_id)
+                await self._lift_suspension(conn, invoice.service_id, today)
         return invoice
-
-    async def _apply_upgrade(self, conn: Conn, invoice_id: str, today: date) -> None:
-        order = await conn.fetchrow(
-            "SELECT * FROM billing_upgrade_orders WHERE invoice_id = $1 AND applied_at IS NULL",
-            invoice_id,
-        )
-        if order is not None:
-            await self._apply_order(conn, order, today)
 
     async def _apply_order(self, conn: Conn, order: asyncpg.Record, today: date) -> None:
         # The difference policy restarts the period the day the new plan is enabled.
@@ -466,15 +470,47 @@ class LocalBilling:
             "UPDATE billing_upgrade_orders SET applied_at = now() WHERE id = $1", order["id"]
         )
 
-    async def _lift_suspension(self, conn: Conn, service_id: str) -> None:
+    async def _renew(self, conn: Conn, service_id: str) -> None:
+        """One more cycle paid: the period that was due starts, and the next one is due a
+        cycle later (from the old due date, not the payment's: paying late does not shift
+        the calendar; clamped to the month's end as quotes are). WHMCS moves its next due
+        date the same way. A service with no due date has no period to move."""
+        row = await conn.fetchrow(
+            "SELECT billing_cycle, next_due FROM billing_services WHERE id = $1 FOR UPDATE",
+            service_id,
+        )
+        assert row is not None  # the invoice's foreign key
+        if row["next_due"] is None:
+            return
+        await conn.execute(
+            """
+            UPDATE billing_services SET period_start = $2, next_due = $3, updated_at = now()
+            WHERE id = $1
+            """,
+            service_id,
+            row["next_due"],
+            add_months(row["next_due"], cycle_months(row["billing_cycle"])),
+        )
+
+    async def _lift_suspension(self, conn: Conn, service_id: str, today: date) -> None:
+        """Reactivate a suspended service once no renewal invoice of it is overdue. One
+        not yet due does not count (WHMCS unsuspends when the payment brings the next due
+        date back to today or later); an unpaid upgrade invoice is an order, not a debt.
+        The local data records no reason for a suspension, so every one is taken as for
+        non-payment — as WHMCS takes a suspension with no reason given."""
         row = await conn.fetchrow(
             """
-            UPDATE billing_services SET status = 'active', updated_at = now()
-            WHERE id = $1 AND status = 'suspended' AND NOT EXISTS (
-                SELECT 1 FROM billing_invoices WHERE service_id = $1 AND status = 'unpaid')
+            UPDATE billing_services AS s SET status = 'active', updated_at = now()
+            WHERE s.id = $1 AND s.status = 'suspended' AND NOT EXISTS (
+                SELECT 1 FROM billing_invoices AS i
+                WHERE i.service_id = s.id AND i.status = 'unpaid'
+                    AND (i.due IS NULL OR i.due < $2)
+                    AND NOT EXISTS (
+                        SELECT 1 FROM billing_upgrade_orders AS u WHERE u.invoice_id = i.id))
             RETURNING client_id, label
             """,
             service_id,
+            today,
         )
         if row is not None:
             await self._emit(

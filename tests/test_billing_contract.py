@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -206,56 +207,191 @@ async def test_placing_an_upgrade_generates_one_invoice(billing: Billing) -> Non
     assert placed.invoice.id in await billing.invoice_link(juan, placed.invoice.id)
 
 
-@pytest.mark.parametrize("kind", ["local", "whmcs"])
-async def test_a_paid_upgrade_starts_its_period_the_day_it_is_enabled(
-    kind: str, pool: asyncpg.Pool, tmp_path: Path
-) -> None:
-    """The help page: the new plan's period starts on the day it is enabled. Paid the day
-    it was quoted, the service is due when the quote said — a year from that day, not on
-    the old period's date (2027-01-01). Paying needs the backend's own hand (a gateway
-    marking the invoice paid), which the suite's `backend` does not give for WHMCS, so
-    this test builds both itself; the WHMCS fake is one with our hook, applying on MIDYEAR."""
-    async with contextlib.AsyncExitStack() as stack:
-        billing: Billing
-        if kind == "local":
-            local = LocalBilling(pool, policy=Policy.DIFFERENCE, panel_url="https://panel.example")
+@dataclass
+class Payable:
+    """A backend loaded with BILLING, with the billing system's own hands that the
+    Billing interface leaves out: `pay`, a gateway marking an invoice paid, and `add`,
+    records (in the import format) its staff or cron would create."""
 
-            async def pay(invoice_id: str) -> None:
-                await local.pay_invoice(invoice_id, today=MIDYEAR)
+    billing: Billing
+    pay: Callable[[str], Awaitable[None]]
+    add: Callable[[dict[str, Any]], Awaitable[None]]
 
-            billing = local
-        else:
-            from bot.config import Settings
-            from bot.fakes.whmcs import FakeWhmcs
-            from bot.whmcs import WhmcsBilling
-            from store import whmcs_index
-            from tests.billing_fixture import BILLING
 
-            await whmcs_index.forget_everything(pool)
-            fake = await stack.enter_async_context(FakeWhmcs(BILLING, today=MIDYEAR))
-            settings = fake.settings_for(
-                Settings(upgrade_pricing=Policy.DIFFERENCE.value), tmp_path / "upgrades.toml"
-            )
-            whmcs = WhmcsBilling(settings, pool)
-            stack.push_async_callback(whmcs.close)
+@contextlib.asynccontextmanager
+async def _payable(
+    kind: str, pool: asyncpg.Pool, tmp_path: Path, *, today: date
+) -> AsyncIterator[Payable]:
+    """The suite's `backend` gives no such hands for WHMCS, so this builds both itself:
+    local billing paying on `today`; a WHMCS fake with our upgrade hook, its calendar on
+    `today`."""
+    if kind == "local":
+        local = LocalBilling(pool, policy=Policy.DIFFERENCE, panel_url="https://panel.example")
+
+        async def pay_locally(invoice_id: str) -> None:
+            await local.pay_invoice(invoice_id, today=today)
+
+        yield Payable(local, pay_locally, local.load)
+        return
+    from bot.config import Settings
+    from bot.fakes.whmcs import FakeWhmcs
+    from bot.whmcs import WhmcsBilling
+    from store import whmcs_index
+    from tests.billing_fixture import BILLING
+
+    await whmcs_index.forget_everything(pool)
+    async with FakeWhmcs(BILLING, today=today) as fake:
+        settings = fake.settings_for(
+            Settings(upgrade_pricing=Policy.DIFFERENCE.value), tmp_path / "upgrades.toml"
+        )
+        async with WhmcsBilling(settings, pool) as whmcs:
             await whmcs.sync_clients()
 
-            async def pay(invoice_id: str) -> None:
+            async def pay_in_whmcs(invoice_id: str) -> None:
                 fake.pay_invoice(invoice_id)
 
-            billing = whmcs
-        juan = await _client_id(billing, JUAN_WA)
-        service = await _service_id(billing, juan, "juanperez.com.ar")
-        pro = _product_id(await billing.upgrade_options(juan, service), "Hosting Pro")
-        quote = await billing.quote_upgrade(juan, service, pro, "annually", today=MIDYEAR)
-        placed = await billing.place_upgrade(
-            juan, service, pro, "annually", today=MIDYEAR, request_id="wamid.P"
+            async def add_to_whmcs(data: dict[str, Any]) -> None:
+                fake.load(data)
+
+            yield Payable(whmcs, pay_in_whmcs, add_to_whmcs)
+
+
+@pytest.fixture(params=["local", "whmcs"])
+async def payable(
+    request: pytest.FixtureRequest, pool: asyncpg.Pool, tmp_path: Path
+) -> AsyncIterator[Payable]:
+    """A payable backend whose calendar is on MIDYEAR."""
+    async with _payable(request.param, pool, tmp_path, today=MIDYEAR) as made:
+        yield made
+
+
+async def test_a_paid_upgrade_starts_its_period_the_day_it_is_enabled(payable: Payable) -> None:
+    """The help page: the new plan's period starts on the day it is enabled. Paid the day
+    it was quoted, the service is due when the quote said — a year from that day, not on
+    the old period's date (2027-01-01)."""
+    billing = payable.billing
+    juan = await _client_id(billing, JUAN_WA)
+    service = await _service_id(billing, juan, "juanperez.com.ar")
+    pro = _product_id(await billing.upgrade_options(juan, service), "Hosting Pro")
+    quote = await billing.quote_upgrade(juan, service, pro, "annually", today=MIDYEAR)
+    placed = await billing.place_upgrade(
+        juan, service, pro, "annually", today=MIDYEAR, request_id="wamid.P"
+    )
+    assert placed.invoice is not None and not placed.applied
+    await payable.pay(placed.invoice.id)
+    now = await billing.get_service(juan, service)
+    assert now is not None and now.product_name == "Hosting Pro"
+    assert now.next_due == quote.next_due == date(2027, 7, 1)
+
+
+async def test_a_paid_renewal_moves_the_period_a_cycle_on_and_reactivates(
+    payable: Payable,
+) -> None:
+    """Juan's radio, billed by the month, was due 2026-06-01 and is suspended for that
+    unpaid invoice. Paid (on 2026-07-01), the month it paid for starts on its due date,
+    the next is due a month later, and the radio is active again. Paid twice, nothing
+    happens twice."""
+    billing = payable.billing
+    juan = await _client_id(billing, JUAN_WA)
+    radio = await _service_id(billing, juan, "radio.juanperez.com.ar")
+    before = await billing.get_service(juan, radio)
+    assert before is not None
+    assert (before.status, before.billing_cycle, before.next_due) == (
+        "suspended",
+        "monthly",
+        date(2026, 6, 1),
+    )
+    [overdue] = await billing.list_invoices(juan, service_id=radio, status="unpaid")
+    await payable.pay(overdue.id)
+    after = await billing.get_service(juan, radio)
+    assert after is not None
+    assert (after.status, after.period_start, after.next_due) == (
+        "active",
+        date(2026, 6, 1),
+        date(2026, 7, 1),
+    )
+    assert await billing.list_invoices(juan, service_id=radio, status="unpaid") == []
+    # A repeated payment notice: local billing refuses it, WHMCS processes only an
+    # unpaid invoice. Either way the period does not move again.
+    with contextlib.suppress(BillingRefused):
+        await payable.pay(overdue.id)
+    assert await billing.get_service(juan, radio) == after
+
+
+async def test_a_paid_renewal_of_an_active_yearly_service_moves_only_its_period(
+    payable: Payable,
+) -> None:
+    """Juan's hosting, billed by the year and due 2027-01-01, renewed: due 2028-01-01,
+    still active, same plan and price."""
+    billing = payable.billing
+    await payable.add(
+        {
+            "invoices": [
+                {
+                    "id": "i9",
+                    "client": "c1",
+                    "service": "s1",
+                    "total": "100.00",
+                    "status": "unpaid",
+                    "due": "2027-01-01",
+                }
+            ]
+        }
+    )
+    juan = await _client_id(billing, JUAN_WA)
+    hosting = await _service_id(billing, juan, "juanperez.com.ar")
+    before = await billing.get_service(juan, hosting)
+    assert before is not None and before.next_due == date(2027, 1, 1)
+    [renewal] = await billing.list_invoices(juan, service_id=hosting, status="unpaid")
+    await payable.pay(renewal.id)
+    after = await billing.get_service(juan, hosting)
+    assert after is not None
+    assert (after.period_start, after.next_due) == (date(2027, 1, 1), date(2028, 1, 1))
+    unchanged = ("status", "product_id", "billing_cycle", "amount")
+    assert [getattr(after, f) for f in unchanged] == [getattr(before, f) for f in unchanged]
+
+
+@pytest.mark.parametrize("kind", ["local", "whmcs"])
+@pytest.mark.parametrize(
+    ("today", "after_june"),
+    [(MIDYEAR, "active"), (date(2026, 7, 15), "suspended")],
+    ids=["july-not-yet-overdue", "july-overdue-too"],
+)
+async def test_a_suspension_lasts_while_a_renewal_is_overdue(
+    kind: str, today: date, after_june: str, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Juan's radio owes June (due 06-01) and July (due 07-01). June's paid on July 1st
+    leaves nothing overdue — July's is due that day — so the radio is back; paid on the
+    15th, July's is overdue as well and the radio stays suspended until that is paid.
+    Each payment moves the period one month on."""
+    async with _payable(kind, pool, tmp_path, today=today) as payable:
+        billing = payable.billing
+        await payable.add(
+            {
+                "invoices": [
+                    {
+                        "id": "i3",
+                        "client": "c1",
+                        "service": "s3",
+                        "total": "5.00",
+                        "status": "unpaid",
+                        "due": "2026-07-01",
+                    }
+                ]
+            }
         )
-        assert placed.invoice is not None and not placed.applied
-        await pay(placed.invoice.id)
-        now = await billing.get_service(juan, service)
-        assert now is not None and now.product_name == "Hosting Pro"
-        assert now.next_due == quote.next_due == date(2027, 7, 1)
+        juan = await _client_id(billing, JUAN_WA)
+        radio = await _service_id(billing, juan, "radio.juanperez.com.ar")
+        june, july = await billing.list_invoices(juan, service_id=radio, status="unpaid")
+        assert (june.due, july.due) == (date(2026, 6, 1), date(2026, 7, 1))
+        await payable.pay(june.id)
+        first = await billing.get_service(juan, radio)
+        assert first is not None
+        assert (first.status, first.next_due) == (after_june, date(2026, 7, 1))
+        await payable.pay(july.id)
+        second = await billing.get_service(juan, radio)
+        assert second is not None
+        assert (second.status, second.next_due) == ("active", date(2026, 8, 1))
 
 
 async def test_an_upgrade_with_nothing_to_pay_is_applied_at_once(billing: Billing) -> None:

@@ -189,7 +189,52 @@ async def test_paying_what_was_owed_lifts_the_suspension(pool: asyncpg.Pool) -> 
     await billing.pay_invoice("i2")
     radio = await billing.get_service("c1", "s3")
     assert radio is not None and radio.status == "active"
+    # The month it paid for (due 2026-06-01), whatever the day it was paid.
+    assert (radio.period_start, radio.next_due) == (date(2026, 6, 1), date(2026, 7, 1))
     assert [t for t, _, _ in await events(pool)] == ["invoice.paid", "service.unsuspended"]
+    with pytest.raises(BillingRefused) as again:
+        await billing.pay_invoice("i2")
+    assert again.value.reason == "invoice_not_unpaid"
+    assert await billing.get_service("c1", "s3") == radio
+    assert len(await events(pool)) == 2
+
+
+async def test_an_unpaid_upgrade_invoice_is_no_debt_that_keeps_a_suspension(
+    pool: asyncpg.Pool,
+) -> None:
+    """An upgrade ordered and not paid is an order, not a renewal owed: once the renewal
+    is paid, the service suspended for it comes back; the upgrade waits for its own
+    invoice, which moves no period."""
+    billing = local(pool)
+    placed = await billing.place_upgrade(
+        "c1", "s1", "p2", "annually", today=MIDYEAR, request_id="w1"
+    )
+    assert placed.invoice is not None
+    await billing.load(
+        {
+            "invoices": [
+                {
+                    "id": "i9",
+                    "client": "c1",
+                    "service": "s1",
+                    "total": "100.00",
+                    "status": "unpaid",
+                    "due": "2027-01-01",
+                }
+            ]
+        }
+    )
+    await billing.set_service_status("s1", "suspended")
+    await billing.pay_invoice("i9", today=date(2027, 1, 20))
+    hosting = await billing.get_service("c1", "s1")
+    assert hosting is not None
+    assert (hosting.status, hosting.product_id, hosting.next_due) == (
+        "active",
+        "p1",
+        date(2028, 1, 1),
+    )
+    unpaid = await billing.list_invoices("c1", service_id="s1", status="unpaid")
+    assert [i.id for i in unpaid] == [placed.invoice.id]
 
 
 async def test_staff_changes_emit_their_events(pool: asyncpg.Pool) -> None:
@@ -278,6 +323,13 @@ async def test_cli_load_export_pay(tmp_path: Path) -> None:
         assert paid.returncode == 0, paid.stderr
         exported = json.loads((await asyncio.to_thread(_cli, "export", env=env)).stdout)
         assert next(i for i in exported["invoices"] if i["id"] == "i2")["status"] == "paid"
+        # The renewal it paid moved the radio's month on and reactivated it.
+        radio = next(s for s in exported["services"] if s["id"] == "s3")
+        assert (radio["status"], radio["period_start"], radio["next_due"]) == (
+            "active",
+            "2026-06-01",
+            "2026-07-01",
+        )
         missing = await asyncio.to_thread(_cli, "pay", "nope", env=env)
         assert missing.returncode == 1 and "not_found" in missing.stderr
     finally:

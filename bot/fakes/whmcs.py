@@ -464,14 +464,34 @@ class FakeWhmcs:
         )
 
     def pay_invoice(self, invoice_id: int | str, *, when: datetime | None = None) -> None:
-        """Mark an invoice paid as a payment gateway would; a paid upgrade invoice applies
-        the upgrade (WHMCS keeps the next due date and recalculates the recurring price)."""
+        """Mark an invoice paid as a payment gateway would, and apply what each item pays
+        for as WHMCS's processPaidInvoice does: an Upgrade item applies the upgrade
+        (WHMCS keeps the next due date and recalculates the recurring price), a Hosting
+        item renews the service. Only an unpaid invoice is processed: paid again, nothing
+        happens twice."""
         invoice = self.invoices[int(invoice_id)]
+        if invoice.status != "Unpaid":
+            return
         invoice.status = "Paid"
         invoice.datepaid = when or datetime.now(UTC)
         for item in invoice.items:
             if item.type == "Upgrade" and item.relid in self.upgrades:
                 self._apply(self.upgrades[item.relid])
+            elif item.type == "Hosting" and item.relid in self.services:
+                self._renew(self.services[item.relid])
+
+    def _renew(self, service: FakeService) -> None:
+        """WHMCS's makeHostingPayment: the next due date moves one billing cycle on from
+        where it was (getInvoicePayUntilDate), and a suspended service is unsuspended when
+        "Enable Unsuspension" is on, the suspension has no custom reason and the new next
+        due date is no more than "Suspend Days" behind today. This fake is a WHMCS with
+        that option on, Suspend Days 0 and no suspension reasons."""
+        cycle = _cycle_of(service.billingcycle)
+        if service.nextduedate is None or cycle is None:
+            return
+        service.nextduedate = add_months(service.nextduedate, _CYCLE_MONTHS[cycle])
+        if service.status == "Suspended" and service.nextduedate >= self._today():
+            service.status = "Active"
 
     def _apply(self, upgrade: FakeUpgrade) -> None:
         """The upgrade takes effect: WHMCS recalculates the recurring price and keeps the
