@@ -27,7 +27,7 @@ FAQ_TOPICS = (
 # Options of the main menu that belong to conversations of later releases.
 COMING_SOON = ("upgrade", "transfer", "cancel")
 # Every option of the main menu, in the order shown to an identified customer.
-MENU_OPTIONS = (*COMING_SOON, "alerts", "faq", "human")
+MENU_OPTIONS = (*COMING_SOON, "account", "alerts", "faq", "human")
 
 
 def _faq_choice(topic: str, *, hidden: bool = False) -> Choice:
@@ -67,6 +67,7 @@ class Menu(Step):
         {"trigger": "coming_soon", "source": "*", "dest": "coming_soon"},
         {"trigger": "faq_answer", "source": "*", "dest": "faq_answer"},
         {"trigger": "prospect", "source": "*", "dest": "prospect"},
+        {"trigger": "go_account", "source": "*", "dest": None, "after": "to_account"},
     ]
 
     # -- choices per state ----------------------------------------------------------
@@ -80,7 +81,8 @@ class Menu(Step):
         if not self.identified:
             return [faq, human, *hidden_faq]
         soon = [_menu_option(o, "coming_soon", sets=(("soon", o),)) for o in COMING_SOON]
-        return [*soon, _menu_option("alerts", "go_alerts"), faq, human, *hidden_faq]
+        account, alerts = _menu_option("account", "go_account"), _menu_option("alerts", "go_alerts")
+        return [*soon, account, alerts, faq, human, *hidden_faq]
 
     def choices(self) -> list[Choice]:
         back = Choice("menu", "go_menu", "common.back_to_menu", "words.menu")
@@ -107,7 +109,11 @@ class Menu(Step):
         """Everything the bot knows, reachable by typing it from any state: the main
         menu's options, each frequent question, and a prospect's wish to buy."""
         buy = Choice("buy", "prospect", "menu.options.buy.title", "words.buy", hidden=True)
-        return [*self.main_choices(), buy]
+        intents = [*self.main_choices(), buy]
+        if not self.identified:
+            # Asked by someone we cannot identify: told how to be recognised.
+            intents.append(_menu_option("account", "go_account", hidden=True))
+        return intents
 
     async def intent(self) -> bool:
         """Act on the text as an intent from anywhere (after the current state's own
@@ -206,6 +212,9 @@ class Menu(Step):
         option = self.ctx.get("soon", "upgrade")
         body = self.t(f"menu.coming_soon.{option}", panel_url=self.deps.panel_url)
         self.send(self.prompt(body, self.choices()))
+
+    def to_account(self) -> None:
+        self.goto("account", "overview")
 
     async def render_prospect(self) -> None:
         # Said in full once; asked again, the link alone.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.account import SERVICE_STATUSES
 from flows.catalog import Catalog, default_catalog, placeholders
 from flows.matching import fold
 from flows.menu import COMING_SOON, FAQ_TOPICS, MENU_OPTIONS
@@ -33,6 +34,7 @@ KNOWN_VALUES: dict[str, tuple[str, ...]] = {
     "o": COMING_SOON,  # Menu.main_choices: for o in COMING_SOON
     "option": COMING_SOON,  # render_coming_soon: ctx["soon"], set by those choices
     "menu_option": MENU_OPTIONS,  # menu._menu_option(menu_option, …)
+    "status": SERVICE_STATUSES,  # Account._services (checked in SERVICE_STATUSES)
 }
 
 # WhatsApp limits (SPEC §5).

@@ -22,7 +22,15 @@ async def test_greeting_gets_the_menu(pool: asyncpg.Pool, database_url: str) -> 
         [reply] = await stack.replies(1)
     assert reply.to == JUAN_WA
     assert text_of(reply) == CATALOG.text("menu.body", name="Juan")
-    assert choice_ids(reply) == ["upgrade", "transfer", "cancel", "alerts", "faq", "human"]
+    assert choice_ids(reply) == [
+        "upgrade",
+        "transfer",
+        "cancel",
+        "account",
+        "alerts",
+        "faq",
+        "human",
+    ]
     # Our outbox id and the attempt travel as biz_opaque_callback_data.
     outbox_id = await pool.fetchval("SELECT id FROM outbox")
     assert reply.biz_opaque_callback_data == f"{outbox_id}.1"

@@ -45,7 +45,7 @@ UNKNOWN = Identity(IdentityStatus.UNKNOWN)
 SEVERAL = Identity(IdentityStatus.SEVERAL)
 NO_PHONE = Identity(IdentityStatus.NO_PHONE)
 
-MAIN_IDS = ["upgrade", "transfer", "cancel", "alerts", "faq", "human"]
+MAIN_IDS = ["upgrade", "transfer", "cancel", "account", "alerts", "faq", "human"]
 FAQ_IDS = [f"faq:{t}" for t in FAQ_TOPICS] + ["menu"]
 GIBBERISH = "xqzv jjkk"
 
@@ -284,8 +284,8 @@ async def test_typed_bajar_de_plan_at_the_main_menu_answers_directly() -> None:
 
 
 async def test_a_hidden_question_is_not_numbered() -> None:
-    # Six options are shown; a seventh number is no choice even if hidden ones exist.
-    turn = await send(text_in("7"))
+    # Seven options are shown; an eighth number is no choice even if hidden ones exist.
+    turn = await send(text_in("8"))
     assert turn.state != "menu.faq_answer"
     assert text_of(turn.replies[0].message) == CATALOG.text("ladder.not_understood")
 

@@ -10,7 +10,7 @@ from flows.catalog import default_catalog
 from flows.matching import Matcher, Option, Outcome, fold
 
 CATALOG = default_catalog()
-MAIN_OPTIONS = ("upgrade", "transfer", "cancel", "alerts", "faq", "human")
+MAIN_OPTIONS = ("upgrade", "transfer", "cancel", "account", "alerts", "faq", "human")
 
 
 def menu_option(key: str) -> Option:
@@ -95,7 +95,7 @@ def test_a_number_picks_the_option_at_that_position(
     assert match.key == MAIN_OPTIONS[position - 1]
 
 
-@pytest.mark.parametrize("text", ["0", "7", "opción 7", "99"])
+@pytest.mark.parametrize("text", ["0", "8", "opción 8", "99"])
 def test_a_number_outside_the_list_is_no_choice(
     matcher: Matcher, main_menu: list[Option], text: str
 ) -> None:

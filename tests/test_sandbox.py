@@ -34,7 +34,7 @@ from tests.procs import sandbox_command, sandbox_env
 CATALOG = default_catalog()
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = load_demo_billing()
-MENU_ROWS = ["upgrade", "transfer", "cancel", "alerts", "faq", "human"]
+MENU_ROWS = ["upgrade", "transfer", "cancel", "account", "alerts", "faq", "human"]
 
 Message = dict[str, Any]
 
