@@ -20,22 +20,27 @@ from flows.options import Choice
 from flows.outbound import Text
 from flows.runtime import Step
 
-# At most this many of each kind are listed; the rest are counted, with the panel's link.
-SHOWN = 8
+# Items (services, invoices, domains) per page of the summary; "Ver más" turns the page.
+PER_PAGE = 12
+PAGE = "account_page"  # the next page to show, while there is one
 # A WhatsApp text holds 4,096 characters; the summary stays well inside.
 MAX_TEXT = 3800
+_MORE = Choice("account:more", "next_page", "common.page_next", "words.page_next")
 
 
 class Account(Step):
     FLOW = "account"
     STATES: ClassVar[tuple[str, ...]] = ("overview",)
     TRANSITIONS: ClassVar[list[dict[str, Any]]] = [
+        {"trigger": "next_page", "source": "overview", "dest": "overview", "before": "turn"},
         {"trigger": "go_human", "source": "*", "dest": None, "after": "to_human"},
         {"trigger": "go_menu", "source": "*", "dest": None, "after": "leave"},
     ]
 
     def choices(self) -> list[Choice]:
+        more = [] if self.ctx.get(PAGE) is None else [_MORE]
         return [
+            *more,
             Choice("human", "go_human", "menu.options.human.title", "menu.options.human.keywords"),
             Choice("menu", "go_menu", "common.back_to_menu", "words.menu"),
         ]
@@ -43,12 +48,17 @@ class Account(Step):
     def to_human(self) -> None:
         self.goto("menu", "handed_over")
 
+    def turn(self) -> None:
+        self.ctx["account_turn"] = True
+
     async def render_overview(self) -> None:
         client = self.client
         if client is None:
             body = self.t("account.not_identified", panel_url=self.deps.panel_details_url)
             self.send(self.prompt(body, self.choices()))
             return
+        asked = int(self.ctx.pop(PAGE, 0) or 0)
+        page = asked if self.ctx.pop("account_turn", False) else 0
         billing = self.deps.billing
         services, unpaid, domains = await asyncio.gather(
             billing.list_services(client.id),
@@ -56,30 +66,31 @@ class Account(Step):
             billing.list_domains(client.id),
         )
         links = await asyncio.gather(*(billing.invoice_link(client.id, i.id) for i in unpaid))
-        parts = [
-            self.t("account.heading", name=client.name.split(maxsplit=1)[0] or client.name),
+        sections = [
             self._services(services),
             self._invoices(unpaid, links),
+            self._domains(domains),
         ]
-        if domains:
-            parts.append(self._domains(domains))
-        self._say_long("\n\n".join(parts))
-        for service in services:
-            if service.status == "suspended":
-                self._why_suspended(service, unpaid)
+        pages = _pages(sections, PER_PAGE)
+        page = min(page, len(pages) - 1)
+        parts = [self.t("account.heading", name=client.name.split(maxsplit=1)[0] or client.name)]
+        if page > 0:
+            parts = [self.t("account.continued", page=page + 1, pages=len(pages))]
+        self.send(Text(_fit("\n\n".join([*parts, *pages[page]]))))
+        if page == 0:
+            for service in services:
+                if service.status == "suspended":
+                    self._why_suspended(service, unpaid)
+        if page + 1 < len(pages):
+            self.ctx[PAGE] = page + 1
         self.send(self.prompt(self.t("account.after"), self.choices()))
 
-    def _say_long(self, text: str) -> None:
-        if len(text) > MAX_TEXT:
-            text = text[: MAX_TEXT - 1].rsplit("\n", 1)[0] + "\n…"
-        self.send(Text(text))
-
-    # -- parts ----------------------------------------------------------------------------
-    def _services(self, services: Sequence[Service]) -> str:
+    # -- parts: each a title and its lines ----------------------------------------------
+    def _services(self, services: Sequence[Service]) -> list[str]:
         if not services:
-            return self.t("account.no_services")
+            return [self.t("account.no_services")]
         lines = [self.t("account.services_title")]
-        for s in services[:SHOWN]:
+        for s in services:
             status = s.status
             if status in SERVICE_STATUSES:
                 status = self.t(f"account.status.{status}")
@@ -97,14 +108,13 @@ class Account(Step):
                 lines.append(
                     self.t("account.service", label=s.label, product=s.product_name, status=status)
                 )
-        lines += self._more(len(services))
-        return "\n".join(lines)
+        return lines
 
-    def _invoices(self, unpaid: Sequence[Invoice], links: Sequence[str]) -> str:
+    def _invoices(self, unpaid: Sequence[Invoice], links: Sequence[str]) -> list[str]:
         if not unpaid:
-            return self.t("account.no_invoices")
+            return [self.t("account.no_invoices")]
         lines = [self.t("account.invoices_title")]
-        for invoice, link in list(zip(unpaid, links, strict=True))[:SHOWN]:
+        for invoice, link in zip(unpaid, links, strict=True):
             total = self.money(invoice.total)
             if invoice.due:
                 lines.append(
@@ -120,24 +130,19 @@ class Account(Step):
                 lines.append(
                     self.t("account.invoice_no_due", number=invoice.id, total=total, link=link)
                 )
-        lines += self._more(len(unpaid))
-        return "\n".join(lines)
+        return lines
 
-    def _domains(self, domains: Sequence[Domain]) -> str:
+    def _domains(self, domains: Sequence[Domain]) -> list[str]:
+        if not domains:
+            return []
         lines = [self.t("account.domains_title")]
-        for d in domains[:SHOWN]:
+        for d in domains:
             if d.next_due is None:
                 lines.append(self.t("account.domain_no_date", name=d.name))
             else:
                 key = "account.domain_renews" if d.auto_renew else "account.domain_not_renewing"
                 lines.append(self.t(key, name=d.name, date=local_date(d.next_due)))
-        lines += self._more(len(domains))
-        return "\n".join(lines)
-
-    def _more(self, count: int) -> list[str]:
-        if count <= SHOWN:
-            return []
-        return [self.t("account.more", count=count - SHOWN, panel_url=self.deps.panel_url)]
+        return lines
 
     def _why_suspended(self, service: Service, unpaid: Sequence[Invoice]) -> None:
         """The reason the billing data shows: the service's unpaid invoices (each with its
@@ -151,6 +156,35 @@ class Account(Step):
 
     def money(self, amount: Decimal) -> str:
         return self.t("account.money", amount=local_amount(amount))
+
+
+def _pages(sections: Sequence[list[str]], per_page: int) -> list[list[str]]:
+    """The sections (a title, then one line per item) cut into pages of at most
+    `per_page` items, each page a list of blocks; a section cut in two repeats its title."""
+    pages: list[list[str]] = []
+    blocks: list[str] = []
+    room = per_page
+    for title, *items in (s for s in sections if s):
+        if not items:  # a line alone ("No tiene facturas pendientes de pago.")
+            blocks.append(title)
+            continue
+        rest = items
+        while rest:
+            if room == 0:
+                pages.append(blocks)
+                blocks, room = [], per_page
+            taken, rest = rest[:room], rest[room:]
+            blocks.append("\n".join([title, *taken]))
+            room -= len(taken)
+    pages.append(blocks)
+    return pages
+
+
+def _fit(text: str) -> str:
+    """Inside a WhatsApp text (4,096 characters): a page of very long lines is cut."""
+    if len(text) <= MAX_TEXT:
+        return text
+    return text[: MAX_TEXT - 1].rsplit("\n", 1)[0] + "\n…"
 
 
 # A service's statuses (SPEC §4), each said in words (account.status.*).

@@ -10,7 +10,7 @@ import asyncpg
 
 from store.billing_local import LocalBilling
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
-from tests.harness import Stack, text_of
+from tests.harness import Stack, choice_ids, text_of
 
 
 async def conversation(stack: Stack, wa_id: str, text: str) -> list[str]:
@@ -79,3 +79,34 @@ async def test_an_unknown_number_is_told_how_to_be_recognised(
     assert "https://" in text_of(reply)
     for anyones in ("juanperez", "mariagonzalez", "i2", "Hosting"):
         assert anyones not in text_of(reply)
+
+
+async def test_a_long_account_is_paged(pool: asyncpg.Pool, database_url: str) -> None:
+    many = [
+        {
+            "id": f"sx{n}",
+            "client": "c2",
+            "product": "p1",
+            "label": f"sitio{n:02d}.mariagonzalez.mx",
+            "status": "active",
+            "billing_cycle": "monthly",
+            "amount": "10.00",
+            "period_start": "2026-06-01",
+            "next_due": "2026-07-01",
+        }
+        for n in range(20)
+    ]
+    await LocalBilling(pool).load({"services": many})
+    async with Stack(database_url) as stack:
+        first = await conversation(stack, MARIA_WA, "mis servicios")
+        prompt = [m for m in stack.fake.sent if m.to == MARIA_WA][-1]
+        assert "account:more" in choice_ids(prompt)
+        await stack.tap(MARIA_WA, "account:more", "Ver más")
+        second_page = await stack.replies(len(stack.fake.sent) + 2, to=MARIA_WA)
+    page_one, page_two = first[0], text_of(second_page[-2])
+    labels = [f"sitio{n:02d}.mariagonzalez.mx" for n in range(20)]
+    shown = [label for label in labels if label in page_one or label in page_two]
+    assert sorted(shown) == labels  # all 20, over two pages
+    assert not any(label in page_one and label in page_two for label in labels)
+    assert "2 de 2" in page_two
+    assert "account:more" not in choice_ids(second_page[-1])  # the last page
