@@ -11,7 +11,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bot import metrics, webhook
+from bot import events, metrics, webhook
 from bot.commands import CommandWorker
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
@@ -94,6 +94,7 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
     app[SETTINGS] = settings
     app.router.add_get("/webhook", webhook.verify)
     app.router.add_post("/webhook", webhook.receive)
+    app.router.add_post("/events", events.receive)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Self
 
@@ -29,6 +30,25 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
     return raw
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(env: dict[str, str], name: str, default: timedelta) -> timedelta:
+    """A duration: seconds, or a number with s, m, h or d ("7d", "168h")."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    unit = _UNITS.get(raw[-1])
+    number = raw[:-1] if unit else raw
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration like 7d or 3600, got {raw!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return timedelta(seconds=seconds)
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:
@@ -63,6 +83,9 @@ class Settings:
     whatsapp_api_url: str = "https://graph.facebook.com"
     whatsapp_api_version: str = "23.0"
     events_secret: str = ""
+    # Events older than this are refused (422): longer than any retry of the forwarder,
+    # and no replay of a captured event once its id is purged.
+    events_max_age: timedelta = timedelta(days=7)
     billing_backend: str = "local"
     whmcs_url: str = ""
     whmcs_identifier: str = ""
@@ -152,6 +175,7 @@ class Settings:
             ),
             whatsapp_api_version=env.get("WHATSAPP_API_VERSION", "23.0"),
             events_secret=env.get("EVENTS_SECRET", ""),
+            events_max_age=_duration(env, "EVENTS_MAX_AGE", timedelta(days=7)),
             billing_backend=backend,
             whmcs_url=env.get("WHMCS_URL", ""),
             whmcs_identifier=env.get("WHMCS_IDENTIFIER", ""),

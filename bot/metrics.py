@@ -60,6 +60,13 @@ SENDS = Counter("sends_total", "Messages accepted by the Cloud API", ["sent_as"]
 SEND_ERRORS = Counter(
     "send_errors_total", "Send errors by Cloud API error code", ["code"], registry=REGISTRY
 )
+EVENTS_RECEIVED = Counter(
+    "events_received_total",
+    "POST /events by outcome (accepted, duplicate, missing, invalid, malformed, stale, "
+    "future, too_large, unavailable, not_configured)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 DOUBLE_DELIVERIES = Counter(
     "double_deliveries_total",
     "Messages delivered by two attempts: a send retried after its answer was lost had "
