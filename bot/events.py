@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bot import metrics
 from bot.signatures import SignatureCheck, check
-from bot.webhook import POOL, SETTINGS
+from bot.webhook import POOL, SETTINGS, read_within
 from store import events
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,8 @@ async def receive(request: web.Request) -> web.Response:
     if not settings.events_secret:
         log.error("EVENTS_SECRET is not set: refusing billing events")
         return _answer(503, "not_configured", {"error": "events are not configured"})
-    limit = settings.webhook_max_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _answer(413, "too_large", {"error": "body too large"})
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _answer(413, "too_large", {"error": "body too large"})
-    if len(body) > limit:
+    body = await read_within(request, settings.webhook_max_bytes)
+    if body is None:
         return _answer(413, "too_large", {"error": "body too large"})
     signature = check(body, settings.events_secret, request.headers.get("X-Signature-256"))
     if signature is not SignatureCheck.VALID:

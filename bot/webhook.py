@@ -33,6 +33,17 @@ SIGNALS: web.AppKey[Signals] = web.AppKey("signals", Signals)
 STATUS_WRITER: web.AppKey[StatusWriter] = web.AppKey("status_writer", StatusWriter)
 
 
+async def read_within(request: web.Request, limit: int) -> bytes | None:
+    """The raw body, or None when it is over `limit` bytes (announced or sent)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
+    return None if len(body) > limit else body
+
+
 def _error(status: int, outcome: str, message: str) -> web.Response:
     metrics.WEBHOOKS.labels(outcome=outcome).inc()
     return web.json_response({"error": message}, status=status)
@@ -58,13 +69,8 @@ async def receive(request: web.Request) -> web.Response:
     if not settings.whatsapp_app_secret:
         log.error("WHATSAPP_APP_SECRET is not set: refusing webhooks")
         return _error(503, "not_configured", "webhook secret not configured")
-    if request.content_length is not None and request.content_length > settings.webhook_max_bytes:
-        return _error(413, "too_large", "body too large")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "too_large", "body too large")
-    if len(body) > settings.webhook_max_bytes:
+    body = await read_within(request, settings.webhook_max_bytes)
+    if body is None:
         return _error(413, "too_large", "body too large")
 
     signature = check(
