@@ -197,12 +197,27 @@ def _graph_message(message: Message | Template) -> tuple[str, dict[str, Any]]:
                 ],
             ).to_dict()
             return "interactive", _interactive("list", action, body, header, footer)
-        case Template(name=name, language=language, body_params=params):
+        case Template(
+            name=name, language=language, body_params=params, button_params=button_params
+        ):
             template: dict[str, Any] = {"name": name, "language": {"code": language}}
+            components: list[dict[str, Any]] = []
             if params:
                 # pywa types `params` as its own objects; plain strings are what it sends.
                 body_text = BodyText.params(*params)  # type: ignore[arg-type]
-                template["components"] = [body_text.to_dict()]
+                components.append(body_text.to_dict())
+            if button_params:
+                # The URL button's dynamic suffix (Cloud API: type button, sub_type url).
+                components.append(
+                    {
+                        "type": "button",
+                        "sub_type": "url",
+                        "index": "0",
+                        "parameters": [{"type": "text", "text": p} for p in button_params],
+                    }
+                )
+            if components:
+                template["components"] = components
             return "template", template
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from flows.pricing import (
     Policy,
@@ -40,6 +40,9 @@ class Client:
     email: str
     verified: bool
     account_manager: str | None = None
+    # The account's phone as written in the billing system ('' when none): alerts go to
+    # the WhatsApp number it stands for (flows.phones.whatsapp_id_for).
+    phone: str = ""
 
 
 class Found(Enum):
@@ -129,6 +132,43 @@ class PlacedUpgrade:
     @property
     def applied(self) -> bool:
         return self.invoice is None
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What an alert shows about its event (SPEC §4: `data` may carry ids only): the
+    event's own data first, what the backend looked up filling the rest. None: unknown."""
+
+    invoice_id: str | None = None
+    total: Decimal | None = None
+    due: date | None = None
+    url: str | None = None  # the invoice's or the quote's page in the client area
+    service: str | None = None  # what the customer calls the service (its domain, label)
+    quote_id: str | None = None
+    subject: str = ""
+    valid_until: date | None = None
+    domain: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Who a broadcast goes to (`python -m bot broadcast --segment …`): every client
+    (`all`), clients with an active service of product X (`product:X`), with a service
+    on server Y (`server:Y`), or with an unpaid invoice (`unpaid`)."""
+
+    kind: str  # all | product | server | unpaid
+    value: str = ""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("all", "product", "server", "unpaid")
+
+    @classmethod
+    def parse(cls, text: str) -> Segment:
+        kind, _, value = text.strip().partition(":")
+        if kind not in cls.KINDS or (kind in ("product", "server")) != bool(value.strip()):
+            raise ValueError(
+                f"unknown segment {text!r}: use all, unpaid, product:<id> or server:<id>"
+            )
+        return cls(kind, value.strip())
 
 
 class CancellationKind(Enum):
@@ -268,6 +308,24 @@ class Billing(BillingReader, Protocol):
     async def transfer_service(
         self, client_id: str, service_id: str, to_client_id: str, *, request_id: str
     ) -> TransferResult: ...
+
+    # -- alerts and broadcasts (the alert worker, `python -m bot broadcast`) ------------
+    async def refresh_client(self, client_id: str) -> Client | None:
+        """The client read afresh after a client event (created, edited, merged): a
+        backend that keeps an index of clients updates it. None: no such client."""
+        ...
+
+    async def event_facts(
+        self, client_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> EventFacts:
+        """The details an alert shows for this event of this client: the event's `data`
+        first, looked up where it sent ids only. Raises BillingUnavailable when the
+        billing system cannot answer now (the alert waits and is tried again)."""
+        ...
+
+    async def segment_clients(self, segment: Segment) -> list[str]:
+        """The ids of the clients in `segment`, in a stable order."""
+        ...
 
 
 def ensure_upgradable(service: Service) -> None:

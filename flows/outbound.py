@@ -83,6 +83,9 @@ class Template:
     name: str
     language: str = "es"
     body_params: tuple[str, ...] = ()
+    # The dynamic part of the template's URL button (index 0), e.g. an invoice number
+    # appended to `…/viewinvoice.php?id=`; empty for a template without one.
+    button_params: tuple[str, ...] = ()
 
 
 Message = Text | Buttons | ListMessage
@@ -147,7 +150,7 @@ def limit_violations(message: Message | Template) -> list[str]:
                 at_most(f"row {r.id!r} description", r.description, ROW_DESCRIPTION_MAX)
                 at_most(f"row {r.id!r} id", r.id, ROW_ID_MAX)
             _unique("row", [r.id for r in rows], problems)
-        case Template(name=name, body_params=params):
+        case Template(name=name, body_params=params, button_params=button_params):
             not_blank("template name", name)
             for i, p in enumerate(params, 1):
                 if _BAD_TEMPLATE_PARAM.search(p):
@@ -155,6 +158,10 @@ def limit_violations(message: Message | Template) -> list[str]:
                         f"template parameter {i} has a newline, a tab or more than 4 spaces"
                     )
                 not_blank(f"template parameter {i}", p)
+            for i, p in enumerate(button_params, 1):
+                not_blank(f"template button parameter {i}", p)
+                if any(c.isspace() for c in p):
+                    problems.append(f"template button parameter {i} has a space")
     return problems
 
 
@@ -200,8 +207,16 @@ def to_json(message: Message | Template) -> dict[str, Any]:
                 "header": header,
                 "footer": footer,
             }
-        case Template(name=name, language=language, body_params=params):
-            return {"kind": "template", "name": name, "language": language, "params": list(params)}
+        case Template(name=name, language=language, body_params=params, button_params=buttons):
+            data: dict[str, Any] = {
+                "kind": "template",
+                "name": name,
+                "language": language,
+                "params": list(params),
+            }
+            if buttons:
+                data["button_params"] = list(buttons)
+            return data
 
 
 def from_json(data: dict[str, Any]) -> Message | Template:
@@ -235,6 +250,7 @@ def from_json(data: dict[str, Any]) -> Message | Template:
             name=data["name"],
             language=data.get("language", "es"),
             body_params=tuple(data.get("params", ())),
+            button_params=tuple(data.get("button_params", ())),
         )
     raise ValueError(f"unknown message kind {kind!r}")
 

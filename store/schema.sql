@@ -6,6 +6,7 @@ CREATE TABLE alert_preferences (
     client_id text NOT NULL,
     enabled boolean NOT NULL,
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    disabled_types text[] NOT NULL DEFAULT '{}'::text[],
     CONSTRAINT alert_preferences_pkey PRIMARY KEY (client_id)
 );
 
@@ -152,6 +153,27 @@ CREATE TABLE billing_upgrade_orders (
 );
 CREATE UNIQUE INDEX billing_upgrade_orders_invoice ON billing_upgrade_orders USING btree (invoice_id) WHERE (invoice_id IS NOT NULL);
 
+CREATE TABLE broadcast_recipients (
+    broadcast_id text NOT NULL,
+    client_id text NOT NULL,
+    outbox_id bigint,
+    skip_reason text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT broadcast_recipients_broadcast_id_fkey FOREIGN KEY (broadcast_id) REFERENCES broadcasts(id),
+    CONSTRAINT broadcast_recipients_pkey PRIMARY KEY (broadcast_id, client_id)
+);
+
+CREATE TABLE broadcasts (
+    id text NOT NULL,
+    template text NOT NULL,
+    segment text NOT NULL,
+    params jsonb NOT NULL DEFAULT '[]'::jsonb,
+    started_at timestamp with time zone NOT NULL DEFAULT now(),
+    planned integer,
+    finished_at timestamp with time zone,
+    CONSTRAINT broadcasts_pkey PRIMARY KEY (id)
+);
+
 CREATE TABLE commands (
     id bigint NOT NULL DEFAULT nextval('commands_id_seq'::regclass),
     key text NOT NULL,
@@ -238,9 +260,18 @@ CREATE TABLE events (
     data jsonb NOT NULL DEFAULT '{}'::jsonb,
     received_at timestamp with time zone NOT NULL DEFAULT now(),
     processed_at timestamp with time zone,
+    outcome text,
+    skip_reason text,
+    outbox_id bigint,
+    attempts integer NOT NULL DEFAULT 0,
+    not_before timestamp with time zone NOT NULL DEFAULT '-infinity'::timestamp with time zone,
+    last_error text,
+    CONSTRAINT events_outcome_check CHECK ((outcome = ANY (ARRAY['queued'::text, 'skipped'::text]))),
     CONSTRAINT events_pkey PRIMARY KEY (id)
 );
-CREATE INDEX events_unprocessed ON events USING btree (received_at) WHERE (processed_at IS NULL);
+CREATE INDEX events_by_client ON events USING btree (client_id, occurred_at);
+CREATE INDEX events_by_received ON events USING btree (received_at);
+CREATE INDEX events_unprocessed ON events USING btree (client_id, occurred_at, received_at, id) WHERE (processed_at IS NULL);
 
 CREATE TABLE inbox (
     id bigint NOT NULL DEFAULT nextval('inbox_id_seq'::regclass),
