@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import events, metrics, webhook
+from bot.alerts import AlertWorker
 from bot.commands import CommandWorker
 from bot.config import Settings
 from bot.dispatcher import Dispatcher
@@ -67,10 +68,11 @@ def pool_size(settings: Settings, *, http: bool = True, workers: bool = True) ->
     """Connections a process needs: webhook handlers share 12; a dispatcher worker holds
     one for its batch, the batch's billing reads up to DISPATCH_BATCH_READERS, the sender
     about 4 (claims, results, sweeps, pacing), the command worker 2 (claims, heartbeats,
-    outcomes; the billing calls' own short writes share the rest)."""
+    outcomes; the billing calls' own short writes share the rest), the alert worker 1
+    for its batch and up to 8 for its billing lookups (local backend)."""
     size = 12 if http else 0
     if workers:
-        size += settings.dispatch_concurrency + settings.dispatch_batch_readers + 4 + 2
+        size += settings.dispatch_concurrency + settings.dispatch_batch_readers + 4 + 2 + 1 + 8
     return max(size, 2)
 
 
@@ -111,6 +113,7 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
         dispatcher: Dispatcher | None = None
         sender: Sender | None = None
         command_worker: CommandWorker | None = None
+        alert_worker: AlertWorker | None = None
         cloud: CloudAPI | None = None
         if workers:
             dispatcher = Dispatcher(pool, settings, billing, default_catalog(), signals)
@@ -124,13 +127,15 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
             )
             sender = Sender(pool, settings, cloud, signals)
             command_worker = CommandWorker(pool, settings, billing, signals)
+            alert_worker = AlertWorker(pool, settings, billing, default_catalog(), signals)
             tasks = [
                 asyncio.create_task(dispatcher.run(), name="dispatcher"),
                 asyncio.create_task(sender.run(), name="sender"),
                 asyncio.create_task(command_worker.run(), name="commands"),
+                asyncio.create_task(alert_worker.run(), name="alerts"),
             ]
         yield
-        for worker in (dispatcher, sender, command_worker):
+        for worker in (dispatcher, sender, command_worker, alert_worker):
             if worker is not None:
                 worker.stop()
         for task in tasks:

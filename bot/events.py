@@ -21,28 +21,16 @@ import asyncpg
 from aiohttp import web
 
 from bot import metrics
+from bot.listener import EVENTS
 from bot.signatures import SignatureCheck, check
-from bot.webhook import POOL, SETTINGS, read_within
+from bot.webhook import POOL, SETTINGS, SIGNALS, read_within
+from flows.alerts import ALERT_TYPES
 from store import events
 
 log = logging.getLogger(__name__)
 
 # SPEC §3: the eleven events a billing system sends, each one WhatsApp alert.
-EVENT_TYPES = frozenset(
-    {
-        "client.created",
-        "client.password_changed",
-        "invoice.created",
-        "client.updated",
-        "invoice.cancelled",
-        "invoice.paid",
-        "service.suspended",
-        "service.unsuspended",
-        "service.terminated",
-        "quote.created",
-        "domain.deleted",
-    }
-)
+EVENT_TYPES = frozenset(ALERT_TYPES)
 # A forwarder's clock may run a little ahead of ours; more than this is not a clock.
 FUTURE_TOLERANCE = timedelta(minutes=5)
 _ID_MAX = 200
@@ -140,4 +128,6 @@ async def receive(request: web.Request) -> web.Response:
         log.error("billing event not stored, asking the sender to retry: %s", e)
         return _answer(503, "unavailable", {"error": "temporarily unavailable"})
     outcome = "accepted" if stored else "duplicate"
+    if stored:
+        request.app[SIGNALS].notify(EVENTS)
     return _answer(202, outcome, {"status": outcome, "id": event.id})

@@ -130,4 +130,5 @@ class Signals:
 INBOX = "inbox"
 OUTBOX = "outbox"
 COMMANDS = "commands"
-LISTENED = (INBOX, OUTBOX, COMMANDS)
+EVENTS = "events"
+LISTENED = (INBOX, OUTBOX, COMMANDS, EVENTS)

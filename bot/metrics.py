@@ -67,6 +67,13 @@ EVENTS_RECEIVED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+ALERTS = Counter(
+    "alerts_total",
+    "Billing events settled by the alert worker, by event type and outcome (queued, "
+    "skipped_<reason>, retry)",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
 DOUBLE_DELIVERIES = Counter(
     "double_deliveries_total",
     "Messages delivered by two attempts: a send retried after its answer was lost had "

@@ -113,6 +113,7 @@ def validate(data: Any, known: KnownIds) -> list[str]:
         _money(s, "amount", where, problems)
         _optional_date(s, "period_start", where, problems)
         _optional_date(s, "next_due", where, problems)
+        _optional_text(s, "server", where, problems)
 
     for where, i in _records("invoices", sections["invoices"], problems):
         _ref(i, "client", clients, where, problems)

@@ -12,6 +12,7 @@ change, for the alerts to turn into WhatsApp messages.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from flows.alerts import facts_from_data
 from flows.billing import (
     NOT_FOUND,
     NOT_OFFERED,
@@ -34,10 +36,12 @@ from flows.billing import (
     Client,
     ClientLookup,
     Domain,
+    EventFacts,
     Found,
     Invoice,
     PlacedUpgrade,
     Product,
+    Segment,
     Service,
     TransferResult,
     UpgradeOption,
@@ -50,7 +54,7 @@ from flows.pricing import Policy, UpgradeQuote, add_months, cycle_months
 from store.billing_import import SECTIONS, ImportProblems, KnownIds, validate
 from store.db import Conn
 
-_CLIENT = "SELECT id, name, email, verified, account_manager FROM billing_clients"
+_CLIENT = "SELECT id, name, email, verified, account_manager, phone FROM billing_clients"
 _SERVICE = """
     SELECT s.id, s.client_id, s.product_id, p.name AS product_name, p.category_id, s.label,
            s.status, s.billing_cycle, s.amount, s.period_start, s.next_due
@@ -416,6 +420,66 @@ class LocalBilling:
             )
         return TransferResult.DONE
 
+    # -- alerts and broadcasts -----------------------------------------------------------
+    async def refresh_client(self, client_id: str) -> Client | None:
+        return await self.get_client(client_id)  # our own tables: always current
+
+    async def event_facts(
+        self, client_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> EventFacts:
+        """The event's data, completed from our tables when it came with ids only (an
+        event posted to /events rather than emitted here); only this client's records."""
+        facts = facts_from_data(data)
+        if facts.invoice_id and (facts.total is None or facts.due is None or facts.url is None):
+            row = await self.pool.fetchrow(
+                f"{_INVOICE} WHERE id = $1 AND client_id = $2", facts.invoice_id, client_id
+            )
+            if row is not None:
+                invoice = _invoice(row)
+                facts = replace(
+                    facts,
+                    total=facts.total if facts.total is not None else invoice.total,
+                    due=facts.due or invoice.due,
+                    url=facts.url or self._invoice_url(invoice.id),
+                )
+        service_id = data.get("service_id")
+        if facts.service is None and isinstance(service_id, str | int):
+            label = await self.pool.fetchval(
+                "SELECT label FROM billing_services WHERE id = $1 AND client_id = $2",
+                str(service_id),
+                client_id,
+            )
+            facts = replace(facts, service=label)
+        if facts.quote_id and (facts.total is None or facts.url is None):
+            row = await self.pool.fetchrow(
+                "SELECT subject, total, valid_until FROM billing_quotes"
+                " WHERE id = $1 AND client_id = $2",
+                facts.quote_id,
+                client_id,
+            )
+            if row is not None:
+                facts = replace(
+                    facts,
+                    total=facts.total if facts.total is not None else row["total"],
+                    subject=facts.subject or row["subject"],
+                    valid_until=facts.valid_until or row["valid_until"],
+                    url=facts.url or f"{self.panel_url}/viewquote.php?id={facts.quote_id}",
+                )
+        return facts
+
+    async def segment_clients(self, segment: Segment) -> list[str]:
+        queries = {
+            "all": "SELECT id FROM billing_clients",
+            "product": "SELECT client_id FROM billing_services"
+            " WHERE product_id = $1 AND status = 'active'",
+            "server": "SELECT client_id FROM billing_services"
+            " WHERE server = $1 AND status = 'active'",
+            "unpaid": "SELECT client_id FROM billing_invoices WHERE status = 'unpaid'",
+        }
+        query = f"SELECT DISTINCT id FROM ({queries[segment.kind]}) AS s(id) ORDER BY id"
+        args = [segment.value] if segment.kind in ("product", "server") else []
+        return [r["id"] for r in await self.pool.fetch(query, *args)]
+
     # -- what a billing system's staff or its cron does (CLI and sandbox) -------------
     async def pay_invoice(self, invoice_id: str, *, today: date | None = None) -> Invoice:
         """Record the payment, apply what it pays for and emit the events, once: an
@@ -712,11 +776,11 @@ async def _write(conn: Conn, data: dict[str, Any], region: str) -> None:
         await conn.execute(
             """
             INSERT INTO billing_services (id, client_id, product_id, label, status,
-                billing_cycle, amount, period_start, next_due)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                billing_cycle, amount, period_start, next_due, server)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (id) DO UPDATE SET client_id = $2, product_id = $3, label = $4,
                 status = $5, billing_cycle = $6, amount = $7, period_start = $8,
-                next_due = $9, updated_at = now()
+                next_due = $9, server = $10, updated_at = now()
             """,
             s["id"],
             s["client"],
@@ -727,6 +791,7 @@ async def _write(conn: Conn, data: dict[str, Any], region: str) -> None:
             Decimal(s["amount"]),
             _date(s.get("period_start")),
             _date(s.get("next_due")),
+            s.get("server"),
         )
     for i in data.get("invoices", []):
         await conn.execute(
@@ -825,7 +890,7 @@ async def _export(conn: Conn) -> dict[str, Any]:
         )
     for r in await conn.fetch(
         "SELECT id, client_id, product_id, label, status, billing_cycle, amount, period_start, "
-        "next_due FROM billing_services ORDER BY id"
+        "next_due, server FROM billing_services ORDER BY id"
     ):
         out["services"].append(
             {
@@ -838,6 +903,7 @@ async def _export(conn: Conn) -> dict[str, Any]:
                 "amount": _money(r["amount"]),
                 "period_start": _iso(r["period_start"]),
                 "next_due": _iso(r["next_due"]),
+                **({"server": r["server"]} if r["server"] else {}),
             }
         )
     for r in await conn.fetch(
@@ -904,6 +970,7 @@ def _client(row: asyncpg.Record) -> Client:
         email=row["email"],
         verified=row["verified"],
         account_manager=row["account_manager"],
+        phone=row["phone"],
     )
 
 

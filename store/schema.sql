@@ -124,6 +124,7 @@ CREATE TABLE billing_services (
     period_start date,
     next_due date,
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    server text,
     CONSTRAINT billing_services_amount_check CHECK ((amount >= (0)::numeric)),
     CONSTRAINT billing_services_billing_cycle_check CHECK ((billing_cycle = ANY (ARRAY['monthly'::text, 'quarterly'::text, 'semiannually'::text, 'annually'::text, 'biennially'::text, 'triennially'::text]))),
     CONSTRAINT billing_services_client_id_fkey FOREIGN KEY (client_id) REFERENCES billing_clients(id),

@@ -22,6 +22,10 @@ CREATE INDEX events_by_received ON events (received_at);
 ALTER TABLE alert_preferences
     ADD COLUMN disabled_types text[] NOT NULL DEFAULT '{}';
 
+-- The server a service runs on (optional in the local import), for broadcasts to the
+-- clients of one server ("segment server:Y").
+ALTER TABLE billing_services ADD COLUMN server text;
+
 -- A broadcast: one approved template to a segment of clients, once per client whatever
 -- happens (a second run with the same id sends nothing twice; a crashed run resumes).
 CREATE TABLE broadcasts (
