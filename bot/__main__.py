@@ -1,4 +1,4 @@
-"""Command line: `python -m bot serve | sandbox | migrate | billing …`."""
+"""Command line: `python -m bot serve | sandbox | migrate | billing | templates …`."""
 
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         "client_id"
     )
     whmcs_sub.add_parser("unresolved", help="upgrades and cancellations whose outcome is unknown")
+    templates = sub.add_parser("templates", help="the alerts' WhatsApp templates")
+    templates_sub = templates.add_subparsers(dest="templates_command", required=True)
+    export = templates_sub.add_parser("export", help="Meta's template-creation JSON of each")
+    export.add_argument("--out", type=Path, help="write to this file (default stdout)")
     args = parser.parse_args(argv)
 
     try:
@@ -81,7 +85,28 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_billing(settings, _migrated))
     if args.command == "whmcs":
         return asyncio.run(_whmcs(settings, args))
+    if args.command == "templates":
+        return _templates(settings, args)
     return _billing(settings, args)
+
+
+def _templates(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.templates import definitions, problems
+    from flows.catalog import default_catalog
+
+    found = definitions(default_catalog(), settings.panel_url)
+    broken = [f"{d.get('name')}: {p}" for d in found for p in problems(d)]
+    if broken:
+        print(f"nothing was exported; {len(broken)} problem(s):", file=sys.stderr)
+        for problem in broken:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    text = json.dumps(found, ensure_ascii=False, indent=2)
+    if args.out is None:
+        print(text)
+    else:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0
 
 
 def _billing(settings: Settings, args: argparse.Namespace) -> int:

@@ -57,6 +57,10 @@ class Catalog:
     def has(self, key: str) -> bool:
         return key in self._entries
 
+    def raw(self, key: str) -> Any:
+        """The value under `key` as written, nothing filled (e.g. a template's `{{1}}`)."""
+        return self._entries[key]
+
 
 def placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}

@@ -207,9 +207,18 @@ async def test_template_send_is_accepted_with_message_status(
         "to": CUSTOMER,
         "type": "template",
         "template": {
-            "name": "factura_creada",
-            "language": {"code": "es_AR"},
-            "components": [{"type": "body", "parameters": [{"type": "text", "text": "$ 1.500"}]}],
+            # One of the alerts' templates (bot.templates): the fake knows those.
+            "name": "servicio_reactivado",
+            "language": {"code": "es"},
+            "components": [
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": "Juan"},
+                        {"type": "text", "text": "juanperez.com.ar"},
+                    ],
+                }
+            ],
         },
     }
     status, body = await post(http, quiet_fake, payload)

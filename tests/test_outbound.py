@@ -1,5 +1,6 @@
 """WhatsApp's message limits (SPEC §5, Cloud API messages reference) and the outbox JSON
-form of each message kind (flows/outbound.py).
+form of each message kind (flows/outbound.py), and the Cloud API JSON of a template with
+its URL button (bot/wa_client.py).
 
 Every limit is tested at its boundary: exactly at the limit is accepted, one character (or
 one item) more is reported.
@@ -11,6 +12,7 @@ import json
 
 import pytest
 
+from bot.wa_client import _graph_message
 from flows.outbound import (
     Button,
     Buttons,
@@ -257,3 +259,37 @@ def test_from_json_rejects_an_unknown_kind() -> None:
 def test_from_json_rejects_a_row_without_its_fields() -> None:
     with pytest.raises(KeyError):
         from_json({"kind": "buttons", "body": "x"})
+
+
+# --- the Cloud API JSON of a template (bot/wa_client.py) ------------------------------
+
+
+def test_a_template_with_a_url_button_goes_as_body_and_button_components() -> None:
+    typ, template = _graph_message(
+        Template("factura_generada", "es", ("Juan", "1234", "$ 100,00", "15/1/2027"), ("1234",))
+    )
+
+    assert typ == "template"
+    assert template["name"] == "factura_generada"
+    assert template["language"] == {"code": "es"}
+    body, button = template["components"]
+    assert body["type"].lower() == "body"  # Meta takes the component type in any case
+    assert body["parameters"] == [
+        {"type": "text", "text": v} for v in ("Juan", "1234", "$ 100,00", "15/1/2027")
+    ]
+    # The URL button's dynamic suffix: index 0, one text parameter.
+    assert button == {
+        "type": "button",
+        "sub_type": "url",
+        "index": "0",
+        "parameters": [{"type": "text", "text": "1234"}],
+    }
+    assert json.loads(json.dumps(template)) == template  # plain JSON, nothing of pywa's
+
+
+def test_a_template_without_a_button_has_no_button_component() -> None:
+    _, with_body = _graph_message(Template("servicio_reactivado", "es", ("Juan", "a.com")))
+    _, bare = _graph_message(Template("hello"))
+
+    assert [c["type"].lower() for c in with_body["components"]] == ["body"]
+    assert bare == {"name": "hello", "language": {"code": "es"}}

@@ -95,7 +95,9 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 
 def fake_api() -> FakeCloudAPI:
-    return FakeCloudAPI(phone_id=PHONE_ID, token=TOKEN, statuses=())
+    return FakeCloudAPI(
+        phone_id=PHONE_ID, token=TOKEN, statuses=(), templates={"aviso_factura": (2, 0)}
+    )
 
 
 async def test_transient_failures_are_retried_until_delivered(
@@ -157,7 +159,7 @@ async def test_closed_window_uses_the_template_or_fails_visibly(
 async def test_meta_saying_window_closed_resends_as_template(
     pool: asyncpg.Pool, database_url: str
 ) -> None:
-    template = Template("aviso_factura", "es", ("Juan",))
+    template = Template("aviso_factura", "es", ("Juan", "F-1"))
     async with fake_api() as fake:
         fake.fail_next(131047, to="5491100000001")
         await queue(pool, "5491100000001", [Text("hola")], template=template)

@@ -7,6 +7,11 @@ enforced), records every accepted send, and plays Meta's side of the webhooks: s
 status updates (sent < delivered < read) delivered at least once with retries, and
 customer messages posted on demand.
 
+Like Meta it knows which templates exist: by default the alerts' templates of
+`messages_es/alerts.toml` (`bot.templates`), in Spanish, with the parameter counts Meta
+will expect once they are approved. A template send with another name or language fails
+with 132001, with other counts 132000, and one paused (`paused_templates`) 132015.
+
 Failures can be injected from Python or over HTTP (`POST /_fake/failures`), so a
 benchmark running the fake in another process (`python -m bot.fakes.cloud_api`) can
 configure it too. Routes under `/_fake/` are the fake's own, not Meta's.
@@ -28,7 +33,7 @@ import re
 import secrets
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
@@ -40,6 +45,8 @@ from aiohttp import web
 from bot.fakes import payloads as wa_payloads
 from bot.fakes.payloads import InboundItem, JSONDict
 from bot.serving import serve
+from bot.templates import param_counts
+from flows.catalog import default_catalog
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,9 @@ _HTML_REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+
+# The one language the templates are approved in.
+TEMPLATE_LANGUAGE = "es"
 
 _STATUS_BACKOFF_START = 0.2
 _STATUS_BACKOFF_CAP = 5.0
@@ -419,6 +429,38 @@ def _check_template(template: JSONDict) -> None:
                 raise _Rejected(132018, wa_payloads.meta_error(132018).details)
 
 
+@functools.cache
+def _catalog_templates() -> dict[str, tuple[int, int]]:
+    return param_counts(default_catalog())
+
+
+def _check_registered(
+    template: JSONDict, known: Mapping[str, tuple[int, int]], paused: Collection[str]
+) -> None:
+    """A (well-formed) template send against the templates that exist, as Meta checks
+    it: the name in that language, not paused, as many parameters as defined."""
+    name = template["name"]
+    language = template["language"]["code"]
+    expected = known.get(name)
+    if expected is None or language != TEMPLATE_LANGUAGE:
+        raise _Rejected(132001, f"template name ({name}) does not exist in {language}")
+    if name in paused:
+        raise _Rejected(132015, wa_payloads.meta_error(132015).details)
+    given = {"header": 0, "body": 0, "button": 0}
+    for component in template.get("components", []):
+        kind = str(component.get("type", "")).lower() if isinstance(component, dict) else ""
+        if kind in given:
+            parameters = component.get("parameters", [])
+            given[kind] += len(parameters) if isinstance(parameters, list) else 0
+    for part, count in (("header", 0), ("body", expected[0]), ("button", expected[1])):
+        if given[part] != count:
+            raise _Rejected(
+                132000,
+                f"{part}: number of localizable_params ({given[part]}) does not match the "
+                f"expected number of params ({count})",
+            )
+
+
 def _check_media(media: JSONDict) -> None:
     if not media.get("id") and not media.get("link"):
         raise _missing("id or link")
@@ -529,6 +571,8 @@ class FakeCloudAPI:
         status_concurrency: int = 16,
         display_phone_number: str = wa_payloads.DEFAULT_DISPLAY_PHONE_NUMBER,
         waba_id: str = wa_payloads.DEFAULT_WABA_ID,
+        templates: Mapping[str, tuple[int, int]] | None = None,
+        paused_templates: Collection[str] = (),
     ) -> None:
         for status in statuses:
             if status not in wa_payloads.STATUS_VALUES:
@@ -549,6 +593,12 @@ class FakeCloudAPI:
         self.gateway_timeouts = 0  # sends accepted and answered 504 (Awkward)
         self.display_phone_number = display_phone_number
         self.waba_id = waba_id
+        # The approved templates: name → (body parameters, URL button parameters); the
+        # alerts' by default. Both may be changed while serving (or POST /_fake/templates).
+        self.templates: dict[str, tuple[int, int]] = dict(
+            _catalog_templates() if templates is None else templates
+        )
+        self.paused_templates: set[str] = set(paused_templates)
         self.sent: list[SentMessage] = []
         self.failed_sends: list[FailedSend] = []
         # The last status the webhook acknowledged (200) per sent message.
@@ -594,6 +644,8 @@ class FakeCloudAPI:
         app.router.add_get(r"/{version:v\d+\.\d+}/{phone_id}", self._handle_phone_number)
         app.router.add_post("/_fake/failures", self._handle_failures)
         app.router.add_get("/_fake/failures", self._handle_get_failures)
+        app.router.add_post("/_fake/templates", self._handle_templates)
+        app.router.add_get("/_fake/templates", self._handle_get_templates)
         app.router.add_post("/_fake/inbound", self._handle_inbound)
         app.router.add_get("/_fake/messages", self._handle_list_messages)
         app.router.add_delete("/_fake/messages", self._handle_clear_messages)
@@ -824,6 +876,8 @@ class FakeCloudAPI:
             return _error_response(100, "The request body must be a JSON object.")
         try:
             to, type_ = _validate(body)
+            if type_ == "template":
+                _check_registered(body["template"], self.templates, self.paused_templates)
         except _Rejected as rejected:
             self._record_failure(body, rejected.code, received_at)
             return _error_response(rejected.code, rejected.details)
@@ -1050,6 +1104,43 @@ class FakeCloudAPI:
 
     async def _handle_get_failures(self, request: web.Request) -> web.Response:
         return web.json_response(self.failure_config(), dumps=_dumps)
+
+    def template_config(self) -> JSONDict:
+        return {
+            "templates": {name: list(counts) for name, counts in sorted(self.templates.items())},
+            "paused": sorted(self.paused_templates),
+        }
+
+    async def _handle_templates(self, request: web.Request) -> web.Response:
+        """Configure templates: `{"templates": {"aviso": [2, 1]}}` adds or redefines some
+        (body and button parameter counts), `{"paused": ["aviso"]}` sets which are
+        paused; answers the resulting configuration."""
+        try:
+            data = await request.json()
+            if not isinstance(data, dict):
+                raise ValueError("body must be a JSON object")
+            added = data.get("templates", {})
+            if not isinstance(added, dict):
+                raise ValueError("templates must be an object")
+            defined = {
+                str(name): (int(body), int(button)) for name, (body, button) in added.items()
+            }
+            paused = data.get("paused")
+            if paused is not None:
+                if not isinstance(paused, list):
+                    raise ValueError("paused must be a list of template names")
+                unknown = {str(n) for n in paused} - self.templates.keys() - defined.keys()
+                if unknown:
+                    raise ValueError(f"no such templates: {sorted(unknown)}")
+        except (ValueError, KeyError, TypeError) as error:
+            return web.json_response({"error": str(error)}, status=400, dumps=_dumps)
+        self.templates.update(defined)
+        if paused is not None:
+            self.paused_templates = {str(n) for n in paused}
+        return web.json_response(self.template_config(), dumps=_dumps)
+
+    async def _handle_get_templates(self, request: web.Request) -> web.Response:
+        return web.json_response(self.template_config(), dumps=_dumps)
 
     async def _handle_inbound(self, request: web.Request) -> web.Response:
         if self.webhook_url is None:

@@ -178,6 +178,11 @@ META_ERRORS: dict[int, MetaError] = {
             "been approved.",
         ),
         MetaError(
+            132015,
+            "Template is Paused",
+            "Template is paused due to low quality so it cannot be sent in a template message.",
+        ),
+        MetaError(
             132018,
             "Template Parameter Format Mismatch",
             "Param text cannot have new-line/tab characters or more than 4 consecutive spaces.",
