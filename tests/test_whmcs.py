@@ -1090,6 +1090,7 @@ async def exercise(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
     await billing.list_invoices("1", service_id="11")
     await billing.list_domains("1")
     await billing.invoice_link("1", "101")
+    await billing.event_facts("1", "quote.created", {"quote_id": "1"})
     await billing.upgrade_options("1", "10")
     await billing.quote_upgrade("1", "10", "2", "annually", today=TODAY)
     await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="e-1")

@@ -16,7 +16,8 @@ connections, unreadable bodies, and "it acted but the answer was lost".
 
 Ids: a record whose SPEC id is all digits keeps it; others get the next free number of
 their kind. `ids[kind][spec_id]` gives the WHMCS id (kinds: clients, categories,
-products, services, invoices, domains).
+products, services, invoices, domains, quotes; and servers, by the `server` a service
+names: a server named by digits keeps that id, any other name is the server's name).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ _SERVICE_STATUS = {
 _INVOICE_STATUS = {"unpaid": "Unpaid", "paid": "Paid", "cancelled": "Cancelled"}
 _NO_DATE = "0000-00-00"
 _CENT = Decimal("0.01")
-_KINDS = ("clients", "categories", "products", "services", "invoices", "domains")
+_KINDS = ("clients", "categories", "products", "services", "invoices", "domains", "quotes")
 
 _dumps: Callable[[Any], str] = functools.partial(json.dumps, ensure_ascii=False)
 BAN_AFTER_FAILED_LOGINS = 3
@@ -166,6 +167,28 @@ class FakeService:
     nextduedate: date | None
     regdate: date | None
     paymentmethod: str = "banktransfer"
+    serverid: int = 0  # tblhosting.server: 0 for none
+
+
+@dataclass(slots=True)
+class FakeServer:
+    id: int
+    name: str
+    hostname: str
+    ipaddress: str
+
+
+@dataclass(slots=True)
+class FakeQuote:
+    """A quote (tblquotes) for a client, with one line."""
+
+    id: int
+    userid: int
+    subject: str
+    total: Decimal
+    validuntil: date | None
+    datecreated: date
+    stage: str = "Delivered"  # Draft, Delivered, On Hold, Accepted, Lost, Dead
 
 
 @dataclass(slots=True)
@@ -318,9 +341,11 @@ class FakeWhmcs:
         self.services: dict[int, FakeService] = {}
         self.invoices: dict[int, FakeInvoice] = {}
         self.domains: dict[int, FakeDomain] = {}
+        self.servers: dict[int, FakeServer] = {}
+        self.quotes: dict[int, FakeQuote] = {}
         self.upgrades: dict[int, FakeUpgrade] = {}
         self.cancel_requests: list[FakeCancelRequest] = []
-        self.ids: dict[str, dict[str, str]] = {kind: {} for kind in _KINDS}
+        self.ids: dict[str, dict[str, str]] = {kind: {} for kind in (*_KINDS, "servers")}
         self.calls: list[ApiCall] = []
 
         self._failures: deque[_Failure] = deque()
@@ -343,6 +368,15 @@ class FakeWhmcs:
         """Add the records of SPEC §4's import format, converted to WHMCS's shapes."""
         for kind in _KINDS:
             self._assign_ids(kind, data.get(kind, []))
+        named = sorted({str(s["server"]) for s in data.get("services", []) if s.get("server")})
+        self._assign_ids("servers", [{"id": name} for name in named])
+        for name in named:
+            server_id = int(self.ids["servers"][name])
+            if server_id not in self.servers:
+                host = name if not name.isdigit() else f"server{server_id}"
+                self.servers[server_id] = FakeServer(
+                    server_id, host, f"{host}.example.com", f"192.0.2.{server_id % 250 + 1}"
+                )
         for c in data.get("clients", []):
             name = str(c["name"]).strip()
             first, _, last = name.partition(" ")
@@ -385,6 +419,7 @@ class FakeWhmcs:
                 amount=Decimal(str(s["amount"])),
                 nextduedate=_parse_day(s.get("next_due")),
                 regdate=_parse_day(s.get("period_start")),
+                serverid=int(self.ids["servers"][str(s["server"])]) if s.get("server") else 0,
             )
         for i in data.get("invoices", []):
             iid = int(self.ids["invoices"][str(i["id"])])
@@ -418,6 +453,16 @@ class FakeWhmcs:
                 donotrenew=not bool(d.get("auto_renew", True)),
                 nextduedate=next_due,
                 expirydate=next_due,
+            )
+        for q in data.get("quotes", []):
+            qid = int(self.ids["quotes"][str(q["id"])])
+            self.quotes[qid] = FakeQuote(
+                id=qid,
+                userid=int(self.ids["clients"][str(q["client"])]),
+                subject=str(q.get("subject") or ""),
+                total=Decimal(str(q["total"])),
+                validuntil=_parse_day(q.get("valid_until")),
+                datecreated=self._today(),
             )
 
     def _assign_ids(self, kind: str, records: Sequence[Mapping[str, Any]]) -> None:
@@ -683,6 +728,7 @@ class FakeWhmcs:
             "getproducts": self._get_products,
             "getinvoices": self._get_invoices,
             "getinvoice": self._get_invoice,
+            "getquotes": self._get_quotes,
             "getpaymentmethods": self._get_payment_methods,
             "upgradeproduct": self._upgrade_product,
             "addcancelrequest": self._add_cancel_request,
@@ -701,9 +747,21 @@ class FakeWhmcs:
     def _get_clients(self, params: dict[str, str]) -> JSONDict:
         start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
         search = params.get("search", "").strip().lower()
+        # WHMCS: ucfirst(strtolower(status)), one of its three client statuses or an error.
+        status = params.get("status", "").lower().capitalize()
+        statuses = ("Active", "Inactive", "Closed")
+        if status and status not in statuses:
+            raise _ApiError(
+                "Invalid client status supplied. Supported client statuses include: "
+                + ", ".join(statuses)
+            )
         rows = sorted(self.clients.values(), key=lambda c: c.id)
         if params.get("orderby", "lastname") not in ("id", ""):
             rows.sort(key=lambda c: (c.lastname.lower(), c.id))
+        if params.get("sorting", "").upper() == "DESC":
+            rows.reverse()
+        if status:
+            rows = [c for c in rows if c.status == status]
         if search:
             rows = [
                 c
@@ -867,6 +925,7 @@ class FakeWhmcs:
     def _service(self, s: FakeService) -> JSONDict:
         product = self.products.get(s.pid)
         group = self.groups.get(product.gid, "") if product else ""
+        server = self.servers.get(s.serverid)
         return {
             "id": str(s.id),
             "clientid": str(s.userid),
@@ -880,10 +939,12 @@ class FakeWhmcs:
             "translated_groupname": group,
             "domain": s.domain,
             "dedicatedip": "",
-            "serverid": "1",
-            "servername": "server1",
-            "serverip": "192.0.2.10",
-            "serverhostname": "server1.example.com",
+            # tblhosting.server, and tblservers' name|ipaddress|hostname split: with no
+            # server, "0", "" and nulls.
+            "serverid": str(s.serverid),
+            "servername": server.name if server else "",
+            "serverip": server.ipaddress if server else None,
+            "serverhostname": server.hostname if server else None,
             "suspensionreason": "",
             "firstpaymentamount": money(s.amount),
             "recurringamount": money(s.amount),
@@ -1038,6 +1099,78 @@ class FakeWhmcs:
             "transactions": "",
         }
         return body
+
+    # --- quotes --------------------------------------------------------------------------------
+
+    def _get_quotes(self, params: dict[str, str]) -> JSONDict:
+        """WHMCS's getquotes.php: whole tblquotes rows (every value a string, as its old
+        database layer fetches them), newest first, filtered by whichever of quoteid,
+        userid, subject, stage, datecreated, lastmodified and validuntil are set (an
+        empty or "0" one is dropped: no quoteid lists every quote), each with its lines
+        under items.item. No match is not an error: an empty list."""
+        rows = sorted(self.quotes.values(), key=lambda q: q.id, reverse=True)
+        if params.get("quoteid", "") not in ("", "0"):
+            rows = [q for q in rows if q.id == _int(params["quoteid"])]
+        if params.get("userid", "") not in ("", "0"):
+            rows = [q for q in rows if q.userid == _int(params["userid"])]
+        if params.get("subject"):
+            rows = [q for q in rows if q.subject == params["subject"]]
+        if params.get("stage"):
+            rows = [q for q in rows if q.stage == params["stage"]]
+        if params.get("validuntil"):
+            rows = [q for q in rows if _day(q.validuntil) == params["validuntil"]]
+        if params.get("datecreated"):
+            rows = [q for q in rows if _day(q.datecreated) == params["datecreated"]]
+        start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
+        page = rows[start : start + num]
+        return {
+            "result": "success",
+            "totalresults": str(len(rows)),
+            "startnumber": start,
+            "numreturned": len(page),
+            "quotes": {"quote": [self._quote(q) for q in page]},
+        }
+
+    def _quote(self, q: FakeQuote) -> JSONDict:
+        total = money(q.total)
+        created = _day(q.datecreated)
+        return {
+            "id": str(q.id),
+            "subject": q.subject,
+            "stage": q.stage,
+            "validuntil": _day(q.validuntil),
+            "userid": str(q.userid),
+            # A quote for a client keeps the prospect's fields empty.
+            **dict.fromkeys(
+                ("firstname", "lastname", "companyname", "email", "address1", "address2"), ""
+            ),
+            **dict.fromkeys(("city", "state", "postcode", "country", "phonenumber"), ""),
+            "tax_id": "",
+            "currency": "1",
+            "subtotal": total,
+            "tax1": "0.00",
+            "tax2": "0.00",
+            "total": total,
+            "proposal": "",
+            "customernotes": "",
+            "adminnotes": "",
+            "datecreated": created,
+            "lastmodified": f"{created} 00:00:00",
+            "datesent": created if q.stage != "Draft" else _NO_DATE,
+            "dateaccepted": _NO_DATE,
+            "items": {
+                "item": [
+                    {
+                        "id": str(q.id),
+                        "description": q.subject or "Quote",
+                        "quantity": "1",
+                        "unitprice": total,
+                        "discount": "0.00",
+                        "taxable": "0",
+                    }
+                ]
+            },
+        }
 
     # --- upgrades ------------------------------------------------------------------------------
 

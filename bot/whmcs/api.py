@@ -37,6 +37,7 @@ ACTIONS = (
     "GetProducts",
     "GetInvoices",
     "GetInvoice",
+    "GetQuotes",
     "GetPaymentMethods",
     "UpgradeProduct",
     "AddCancelRequest",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from types import TracebackType
@@ -28,6 +28,7 @@ from bot.whmcs.ledger import (
 )
 from bot.whmcs.mapping import (
     CANCELLATION_TYPES,
+    UNPAID_INVOICE_STATUSES,
     VerifiedRule,
     client_from,
     domain_from,
@@ -37,7 +38,8 @@ from bot.whmcs.mapping import (
 )
 from bot.whmcs.phone_index import PhoneIndex, SyncReport, client_details
 from bot.whmcs.upgrade_paths import UpgradePaths
-from bot.whmcs.values import as_text, count, formatted_money, money, truthy, wid
+from bot.whmcs.values import as_text, count, day, formatted_money, money, truthy, wid
+from flows.alerts import facts_from_data
 from flows.billing import (
     NO_PAYMENT_METHOD,
     NOT_FOUND,
@@ -48,15 +50,18 @@ from flows.billing import (
     UNPAID_INVOICES,
     BillingError,
     BillingRefused,
+    BillingUnavailable,
     CancellationKind,
     CancellationRequest,
     Client,
     ClientLookup,
     Domain,
+    EventFacts,
     Invoice,
     OutcomeUnknown,
     PlacedUpgrade,
     Product,
+    Segment,
     Service,
     TransferResult,
     UpgradeOption,
@@ -109,7 +114,8 @@ class WhmcsBilling:
             self._verified = VerifiedRule.parse(settings.whmcs_verified)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        self._phones = PhoneIndex(self._api, pool, settings.default_region, self._verified)
+        self._region = settings.default_region
+        self._phones = PhoneIndex(self._api, pool, self._region, self._verified)
         self._ledger = RequestLedger(pool, self._api)
         self._catalog = Catalog(self._api)
         self._invoice_services: dict[str, str | None] = {}
@@ -140,16 +146,22 @@ class WhmcsBilling:
         cid = wid(client_id)
         if cid is None:
             return None
-        details = await client_details(self._api, clientid=cid)
-        return None if details is None else client_from(details, self._verified)
+        return self._client(await client_details(self._api, clientid=cid))
 
     async def find_client_by_email(self, email: str) -> Client | None:
         if not email.strip():
             return None
-        details = await client_details(self._api, email=email.strip())
-        return None if details is None else client_from(details, self._verified)
+        return self._client(await client_details(self._api, email=email.strip()))
+
+    def _client(self, details: Mapping[str, Any] | None) -> Client | None:
+        if details is None:
+            return None
+        return client_from(details, self._verified, region=self._region)
 
     async def refresh_client(self, client_id: str) -> Client | None:
+        """The client re-read into the phone index (a new one added); None for a client
+        WHMCS no longer has (it leaves the index) or has closed (kept in the index as
+        Closed, identifying nobody)."""
         return await self._phones.refresh(client_id)
 
     async def sync_clients(self) -> SyncReport:
@@ -253,6 +265,150 @@ class WhmcsBilling:
                 self._invoice_services.clear()
             self._invoice_services[invoice_id] = service_id
         return service_id
+
+    def _quote_url(self, quote_id: str) -> str:
+        return f"{self.base_url}/viewquote.php?id={quote_id}"
+
+    # -- alerts and broadcasts ------------------------------------------------------------
+
+    async def event_facts(
+        self, client_id: str, event_type: str, data: Mapping[str, Any]
+    ) -> EventFacts:
+        """The event's data (`facts_from_data`), what it leaves unknown read from WHMCS:
+        only this client's records — an invoice, service or quote id of someone else's
+        fills nothing. WHMCS failing to answer is BillingUnavailable (the alert waits)."""
+        facts = facts_from_data(data)
+        cid = wid(client_id)
+        if cid is None:
+            return facts
+        try:
+            if event_type.startswith("invoice."):
+                return await self._invoice_facts(cid, facts)
+            if event_type.startswith("service."):
+                return await self._service_facts(cid, data.get("service_id"), facts)
+            if event_type == "quote.created":
+                return await self._quote_facts(cid, facts)
+        except BillingRefused as refused:
+            # An error answer other than "no such record": WHMCS cannot say now.
+            raise BillingUnavailable(f"WHMCS refused an alert's lookup: {refused}") from None
+        # domain.deleted: the domain is gone from WHMCS; its name comes with the event.
+        return facts
+
+    async def _invoice_facts(self, cid: str, facts: EventFacts) -> EventFacts:
+        """Total, due date and link from GetInvoice, when the invoice is this client's."""
+        iid = wid(facts.invoice_id)
+        if iid is None or None not in (facts.total, facts.due, facts.url):
+            return facts
+        detail = await self._invoice_detail(iid)
+        if detail is None or as_text(detail.get("userid")) != cid:
+            return facts
+        total = facts.total
+        if total is None:
+            total = money(detail.get("total")).quantize(CENT)
+        return replace(
+            facts,
+            total=total,
+            due=facts.due or day(detail.get("duedate")),
+            url=facts.url or self._invoice_url(iid),
+        )
+
+    async def _service_facts(self, cid: str, service_id: Any, facts: EventFacts) -> EventFacts:
+        """The service as the customer calls it: its domain, else its product's name."""
+        sid = wid(service_id)
+        if sid is None or facts.service is not None:
+            return facts
+        row = await self._service_row(cid, sid)
+        if row is None:
+            return facts
+        # As the flows label a service (mapping.service_from).
+        name = as_text(row.get("name")) or as_text(row.get("translated_name"))
+        return replace(facts, service=as_text(row.get("domain")).strip() or name.strip() or None)
+
+    async def _quote_facts(self, cid: str, facts: EventFacts) -> EventFacts:
+        """Total, subject, validity and link from GetQuotes, when the quote is this
+        client's (WHMCS lists every quote for an empty quoteid: the answer is checked)."""
+        qid = wid(facts.quote_id)
+        known = (facts.total, facts.valid_until, facts.url)
+        if qid is None or (None not in known and facts.subject):
+            return facts
+        body = await self._api.call("GetQuotes", {"quoteid": qid})
+        mine = [
+            r
+            for r in rows(body, "quotes", "quote")
+            if as_text(r.get("id")) == qid and as_text(r.get("userid")) == cid
+        ]
+        if not mine:
+            return facts
+        quote = mine[0]
+        total = facts.total
+        if total is None:
+            total = money(quote.get("total")).quantize(CENT)
+        return replace(
+            facts,
+            total=total,
+            subject=facts.subject or as_text(quote.get("subject")).strip(),
+            valid_until=facts.valid_until or day(quote.get("validuntil")),
+            url=facts.url or self._quote_url(qid),
+        )
+
+    async def segment_clients(self, segment: Segment) -> list[str]:
+        """The clients of a broadcast, read from WHMCS (not the phone index, which may be
+        behind), sorted by id:
+
+        - `all`: every Active client (GetClients status=Active).
+        - `product:<pid>`: clients with an Active service of that product
+          (GetClientsProducts pid=…).
+        - `server:<server>`: clients with an Active service on that server, named by its
+          WHMCS id or its name or hostname (GetClientsProducts has no server filter:
+          every service is read).
+        - `unpaid`: clients with an invoice WHMCS has as Unpaid, Payment Pending or
+          Collections (GetInvoices status=…, ours "unpaid").
+        """
+        found: set[str | None] = set()
+        if segment.kind == "all":
+            clients = await self._api.pages(
+                "GetClients",
+                {"status": "Active", "orderby": "id", "sorting": "ASC"},
+                "clients",
+                "client",
+            )
+            found = {wid(r.get("id")) for r in clients if as_text(r.get("status")) == "Active"}
+        elif segment.kind == "product":
+            pid = wid(segment.value)
+            if pid is None:
+                return []
+            services = await self._api.pages(
+                "GetClientsProducts", {"pid": pid}, "products", "product"
+            )
+            found = {
+                wid(r.get("clientid"))
+                for r in services
+                if as_text(r.get("pid")) == pid and as_text(r.get("status")) == "Active"
+            }
+        elif segment.kind == "server":
+            server = segment.value.strip()
+            if not server:
+                return []
+            services = await self._api.pages("GetClientsProducts", {}, "products", "product")
+            found = {
+                wid(r.get("clientid"))
+                for r in services
+                if as_text(r.get("status")) == "Active" and _on_server(r, server)
+            }
+        elif segment.kind == "unpaid":
+            for status in UNPAID_INVOICE_STATUSES:
+                invoices = await self._api.pages(
+                    "GetInvoices",
+                    {"status": status, "orderby": "id", "order": "asc"},
+                    "invoices",
+                    "invoice",
+                )
+                found |= {
+                    wid(r.get("userid")) for r in invoices if as_text(r.get("status")) == status
+                }
+        else:
+            raise ValueError(f"unknown segment kind {segment.kind!r}")
+        return sorted((cid for cid in found if cid is not None), key=int)
 
     # -- upgrades -----------------------------------------------------------------------
 
@@ -591,18 +747,23 @@ class WhmcsBilling:
         cid, sid = wid(client_id), wid(service_id)
         if cid is None or sid is None:
             return None
-        # Both filters, and the answer checked too: WHMCS drops a filter whose value is
-        # empty, and what it returns must be this client's.
+        row = await self._service_row(cid, sid)
+        if row is None:
+            return None
+        catalog = await self._catalog.products_or_empty()
+        return _OwnedService(service_from(row, catalog), as_text(row.get("paymentmethod")))
+
+    async def _service_row(self, cid: str, sid: str) -> dict[str, Any] | None:
+        """GetClientsProducts' record of service `sid` if it is client `cid`'s. Both
+        filters, and the answer checked too: WHMCS drops a filter whose value is empty,
+        and what it returns must be this client's."""
         found = await self._api.pages(
             "GetClientsProducts", {"clientid": cid, "serviceid": sid}, "products", "product"
         )
         mine = [
             r for r in found if as_text(r.get("id")) == sid and as_text(r.get("clientid")) == cid
         ]
-        if not mine:
-            return None
-        catalog = await self._catalog.products_or_empty()
-        return _OwnedService(service_from(mine[0], catalog), as_text(mine[0].get("paymentmethod")))
+        return mine[0] if mine else None
 
     async def _own_service(self, client_id: str, service_id: str) -> _OwnedService:
         owned = await self._owned_service(client_id, service_id)
@@ -616,6 +777,16 @@ class WhmcsBilling:
         if details is None:
             raise BillingRefused(NOT_FOUND, "client")
         return as_text(details.get("currency_code"))
+
+
+def _on_server(row: Mapping[str, Any], server: str) -> bool:
+    """Whether a GetClientsProducts record runs on `server`: its WHMCS id, or its name or
+    hostname (any case). A service on no server has serverid 0."""
+    if wid(server) is not None:
+        return wid(row.get("serverid")) == wid(server)
+    wanted = server.lower()
+    names = (as_text(row.get("servername")), as_text(row.get("serverhostname")))
+    return any(name.strip().lower() == wanted for name in names if name.strip())
 
 
 async def _bounded(jobs: Sequence[Callable[[], Awaitable[T]]], limit: int) -> list[T]:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import phonenumbers
+
 from bot.whmcs.values import as_text, day, money, truthy
 from flows.billing import CancellationKind, Client, Domain, Invoice, Product, Service
+from flows.phones import parse_phone, phone_key
 from flows.pricing import CYCLE_MONTHS, add_months
 
 _CYCLES = {
@@ -41,6 +44,8 @@ _INVOICE_STATUSES = {
     "Cancelled": "cancelled",
     "Refunded": "cancelled",
 }
+# WHMCS's invoice statuses we call unpaid (GetInvoices' `status` filter takes one).
+UNPAID_INVOICE_STATUSES = tuple(k for k, v in _INVOICE_STATUSES.items() if v == "unpaid")
 # AddCancelRequest's `type`.
 CANCELLATION_TYPES = {
     CancellationKind.IMMEDIATE: "Immediate",
@@ -102,13 +107,59 @@ class VerifiedRule:
 EMAIL_VERIFIED = VerifiedRule("email_verified")
 
 
-def client_from(details: Mapping[str, Any], verified: VerifiedRule = EMAIL_VERIFIED) -> Client:
+def client_from(
+    details: Mapping[str, Any], verified: VerifiedRule = EMAIL_VERIFIED, *, region: str
+) -> Client:
+    """A client from GetClientsDetails; `region` is DEFAULT_REGION, where a phone with
+    no country of its own is read (see `client_phone`)."""
+    phone, key = client_phone(details, region)
     return Client(
         id=as_text(details.get("id") or details.get("client_id") or details.get("userid")),
         name=client_name(details),
         email=as_text(details.get("email")),
         verified=verified(details),
+        phone=phone if key is not None else "",
     )
+
+
+def client_phone(details: Mapping[str, Any], region: str) -> tuple[str, str | None]:
+    """The client's phone and its key (flows.phones), None when it is no phone: what the
+    phone index matches WhatsApp ids on and what `Client.phone` gives. WHMCS
+    (Client::formatPhoneNumber) keeps the phone as stored — "+54.1155551234" from its
+    phone-number dropdown, else as typed — and answers three fields made from it:
+
+    - `phonenumberformatted`: "+<calling code>.<the digits>", the calling code being
+      the stored one, else that of the client's country (leading zeros dropped except
+      in Italy): right for the dropdown and for national numbers, nonsense for an
+      international number typed without the dropdown ("+54 11…" becomes "+54.5411…").
+    - `phonenumber`: the digits alone. Read in the client's country they give back
+      an international number typed on a client of the same country.
+    - `telephoneNumber`: with the dropdown on, `phonenumberformatted`; off, the phone
+      exactly as typed — the one place where "+54 9 11…" typed on a client whose
+      country is Spain is still an Argentine number.
+
+    Each is tried in that order until one is a possible number, read in the client's
+    country (`region` when WHMCS has none). The phone is given as WHMCS wrote it, unless
+    it is a national number that `region` would read as another one (a client abroad):
+    then in international form, so that whoever reads it alone (the alert worker, with
+    DEFAULT_REGION) reaches the number the index matched."""
+    formatted = as_text(details.get("phonenumberformatted"))
+    typed = as_text(details.get("phonenumber"))
+    telephone = as_text(details.get("telephoneNumber")).strip()
+    country = as_text(details.get("countrycode")) or region
+    tried: list[tuple[str, str]] = []
+    if formatted.startswith("+"):
+        tried.append((formatted, formatted.replace(".", " ")))
+    tried += [(typed, typed), (telephone, telephone.replace(".", " "))]
+    for shown, text in tried:
+        key = phone_key(text, country) if text else None
+        if key is None:
+            continue
+        number = parse_phone(text, country)
+        if phone_key(shown, region) != key and number is not None:
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), key
+        return shown, key
+    return formatted or typed or telephone, None
 
 
 def client_name(details: Mapping[str, Any]) -> str:

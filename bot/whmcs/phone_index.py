@@ -21,7 +21,13 @@ from typing import Any
 import asyncpg
 
 from bot.whmcs.api import DETAIL_CONCURRENCY, PAGE, NoAnswer, NotSent, WhmcsApi, rows
-from bot.whmcs.mapping import EMAIL_VERIFIED, VerifiedRule, client_from, client_name
+from bot.whmcs.mapping import (
+    EMAIL_VERIFIED,
+    VerifiedRule,
+    client_from,
+    client_name,
+    client_phone,
+)
 from bot.whmcs.values import as_text, count, wid
 from flows.billing import (
     NOT_FOUND,
@@ -32,10 +38,12 @@ from flows.billing import (
     ClientLookup,
     Found,
 )
-from flows.phones import phone_key, wa_id_key
+from flows.phones import wa_id_key
 from store import whmcs_index as index
 
 log = logging.getLogger(__name__)
+
+CLOSED = "Closed"  # WHMCS's status of a closed account
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,18 @@ def _details(body: dict[str, Any]) -> dict[str, Any]:
     return client if isinstance(client, dict) else body
 
 
+def indexed_client(row: index.IndexedClient) -> Client:
+    """An index row as the flows' Client: its phone only when the index can match
+    WhatsApp ids on it (`client_phone`)."""
+    return Client(
+        row.client_id,
+        row.name,
+        row.email,
+        row.verified,
+        phone=row.phone if row.phone_key is not None else "",
+    )
+
+
 class PhoneIndex:
     def __init__(
         self,
@@ -116,14 +136,16 @@ class PhoneIndex:
             return ClientLookup(Found.NONE)
         if len(found) > 1:
             return ClientLookup(Found.SEVERAL)
-        row = found[0]
-        return ClientLookup(Found.ONE, Client(row.client_id, row.name, row.email, row.verified))
+        return ClientLookup(Found.ONE, indexed_client(found[0]))
 
     async def refresh(self, client_id: str) -> Client | None:
         """Re-read one client into the index: what WHMCS's client hooks call (ClientAdd,
         ClientEdit, ClientClose, ClientDelete; AfterClientMerge for both ids). A client
-        WHMCS no longer has leaves the index. What WHMCS answers is stamped with the time
-        it was asked, so a sync page read earlier and written later does not undo it."""
+        the index has not seen yet is added. A client WHMCS no longer has (deleted, or
+        merged into another) leaves the index; a closed one stays in it marked Closed, as
+        a sync writes it, and identifies nobody (`find`). Both give None: no account to
+        tell anything. What WHMCS answers is stamped with the time it was asked, so a
+        sync page read earlier and written later does not undo it."""
         cid = wid(client_id)
         if cid is None:
             return None
@@ -132,8 +154,11 @@ class PhoneIndex:
         if details is None:
             await index.delete_client(self._pool, cid)
             return None
-        await index.upsert_clients(self._pool, [self._indexed(cid, details)], read_at)
-        return client_from(details, self._verified)
+        indexed = self._indexed(cid, details)
+        await index.upsert_clients(self._pool, [indexed], read_at)
+        if indexed.status == CLOSED:
+            return None
+        return client_from(details, self._verified, region=self._default_region)
 
     async def sync(self) -> SyncReport:
         """Page through every WHMCS client (by id) and write their details into the phone
@@ -146,7 +171,7 @@ class PhoneIndex:
             return await _Pass(self._api, self._pool, self._backoff, self._indexed).run()
 
     def _indexed(self, cid: str, details: Mapping[str, Any]) -> index.IndexedClient:
-        phone, key = self._phone_of(details)
+        phone, key = client_phone(details, self._default_region)
         return index.IndexedClient(
             client_id=cid,
             phone_key=key,
@@ -156,36 +181,6 @@ class PhoneIndex:
             status=as_text(details.get("status")) or "Active",
             verified=self._verified(details),
         )
-
-    def _phone_of(self, details: Mapping[str, Any]) -> tuple[str, str | None]:
-        """The phone as WHMCS gives it and its key. WHMCS (Client::formatPhoneNumber)
-        keeps the phone as stored — "+54.1155551234" from its phone-number dropdown, else
-        as typed — and answers three fields made from it:
-
-        - `phonenumberformatted`: "+<calling code>.<the digits>", the calling code being
-          the stored one, else that of the client's country (leading zeros dropped except
-          in Italy): right for the dropdown and for national numbers, nonsense for an
-          international number typed without the dropdown ("+54 11…" becomes "+54.5411…").
-        - `phonenumber`: the digits alone. Read in the client's country they give back
-          an international number typed on a client of the same country.
-        - `telephoneNumber`: with the dropdown on, `phonenumberformatted`; off, the phone
-          exactly as typed — the one place where "+54 9 11…" typed on a client whose
-          country is Spain is still an Argentine number.
-
-        Each is tried in that order until one is a possible number."""
-        formatted = as_text(details.get("phonenumberformatted"))
-        typed = as_text(details.get("phonenumber"))
-        telephone = as_text(details.get("telephoneNumber")).strip()
-        country = as_text(details.get("countrycode")) or self._default_region
-        tried: list[tuple[str, str]] = []
-        if formatted.startswith("+"):
-            tried.append((formatted, formatted.replace(".", " ")))
-        tried += [(typed, typed), (telephone, telephone.replace(".", " "))]
-        for shown, text in tried:
-            key = phone_key(text, country) if text else None
-            if key is not None:
-                return shown, key
-        return formatted or typed or telephone, None
 
 
 class _Pass:
