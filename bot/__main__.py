@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,29 @@ def main(argv: list[str] | None = None) -> int:
     templates_sub = templates.add_subparsers(dest="templates_command", required=True)
     export = templates_sub.add_parser("export", help="Meta's template-creation JSON of each")
     export.add_argument("--out", type=Path, help="write to this file (default stdout)")
+    alerts = sub.add_parser("alerts", help="what became of the billing events' alerts")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    status = alerts_sub.add_parser("status", help="each alert's state, newest first")
+    status.add_argument("--client", help="only this billing client's")
+    status.add_argument("--event", help="only this event id")
+    status.add_argument("--since", help="received since: an ISO date/time or an age (2h, 3d)")
+    status.add_argument("--limit", type=int, default=200)
+    broadcast = sub.add_parser("broadcast", help="one approved template to a segment of clients")
+    broadcast.add_argument("--template", required=True, help="the approved template's name")
+    broadcast.add_argument(
+        "--segment", required=True, help="all, unpaid, product:<id> or server:<id>"
+    )
+    broadcast.add_argument(
+        "--param", action="append", default=[], help="a body parameter, in order ({name}: "
+        "the client's first name)"
+    )  # fmt: skip
+    broadcast.add_argument("--language", default="es")
+    broadcast.add_argument("--id", help="the broadcast's id (default: from the arguments)")
+    broadcast.add_argument("--dry-run", action="store_true", help="count only; send nothing")
+    broadcast.add_argument(
+        "--no-wait", action="store_true", help="queue and exit, without following the sending"
+    )
+    broadcast.add_argument("--json", action="store_true", help="the final report as JSON")
     args = parser.parse_args(argv)
 
     try:
@@ -87,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_whmcs(settings, args))
     if args.command == "templates":
         return _templates(settings, args)
+    if args.command == "alerts":
+        return asyncio.run(_alerts_status(settings, args))
+    if args.command == "broadcast":
+        return asyncio.run(_broadcast(settings, args))
     return _billing(settings, args)
 
 
@@ -107,6 +135,88 @@ def _templates(settings: Settings, args: argparse.Namespace) -> int:
     else:
         args.out.write_text(text + "\n", encoding="utf-8")
     return 0
+
+
+async def _alerts_status(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import open_pool
+    from store import alerts
+
+    try:
+        since = _since(args.since) if args.since else None
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    pool = await open_pool(settings, size=2)
+    try:
+        async with pool.acquire() as conn:
+            rows = await alerts.statuses(
+                conn, client_id=args.client, event_id=args.event, since=since, limit=args.limit
+            )
+    finally:
+        await pool.close()
+    for r in rows:
+        when = r.occurred_at.strftime("%Y-%m-%d %H:%M:%S")
+        how = f" as {r.sent_as}" if r.sent_as else ""
+        to = f" to {r.recipient}" if r.recipient else ""
+        detail = f" ({r.detail})" if r.detail else ""
+        print(f"{when}  {r.event_id}  {r.type}  client {r.client_id}: {r.state}{how}{to}{detail}")
+    if not rows:
+        print("no alerts match", file=sys.stderr)
+    return 0
+
+
+def _since(text: str) -> datetime:
+    """An ISO date or date-time (UTC unless it says), or an age: 90m, 2h, 3d."""
+    from bot.config import parse_duration
+
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: not a date (2026-12-01) nor an age (2h, 3d)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _broadcast(settings: Settings, args: argparse.Namespace) -> int:
+    from bot import broadcast
+    from bot.app import make_billing, open_pool
+    from flows.billing import Segment
+
+    try:
+        segment = Segment.parse(args.segment)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    params = tuple(args.param)
+    plan = broadcast.Plan(
+        broadcast_id=args.id or broadcast.default_id(args.template, args.segment, params),
+        template=args.template,
+        segment=segment,
+        params=params,
+        language=args.language,
+    )
+    pool = await open_pool(settings, size=broadcast.LOOKUPS + 2)
+    billing = make_billing(settings, pool)
+    try:
+        status, report = await broadcast.run(
+            pool, billing, plan, region=settings.default_region, dry_run=args.dry_run,
+            wait=not args.no_wait,
+        )  # fmt: skip
+    finally:
+        close = getattr(billing, "close", None)
+        if close is not None:
+            await close()
+        await pool.close()
+    if report is not None:
+        if args.json:
+            print(json.dumps({"id": plan.broadcast_id, **broadcast.as_json(report)}))
+        else:
+            title = "dry run (nothing sent)" if args.dry_run else f"broadcast {plan.broadcast_id}"
+            print("\n".join([title, *broadcast.report_lines(report)]))
+    return status
 
 
 def _billing(settings: Settings, args: argparse.Namespace) -> int:

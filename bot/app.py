@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from aiohttp import web
@@ -24,7 +25,7 @@ from bot.webhook import POOL, SETTINGS, SIGNALS, STATUS_WRITER
 from flows.billing import Billing
 from flows.catalog import default_catalog
 from flows.pricing import Policy
-from store import db
+from store import alerts, db
 from store.billing_local import LocalBilling
 from store.migrate import migrate
 from store.outbox import counts_by_status, sending_pause
@@ -182,12 +183,14 @@ async def metrics_page(request: web.Request) -> web.Response:
     counts: dict[str, int] | None = None
     pending: int | None = None
     paused = False
+    alert_counts: dict[tuple[str, str], int] = {}
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         async with pool.acquire() as conn:
             counts = await counts_by_status(conn)
             pending = await conn.fetchval("SELECT count(*) FROM inbox WHERE status = 'pending'")
             paused = await sending_pause(conn) is not None
+            alert_counts = await alerts.counts(conn, datetime.now(UTC) - timedelta(hours=24))
     return web.Response(
-        body=metrics.render(counts, pending, paused=paused),
+        body=metrics.render(counts, pending, paused=paused, alerts=alert_counts),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )

@@ -35,20 +35,27 @@ def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def parse_duration(text: str) -> timedelta:
+    """A positive duration: seconds, or a number with s, m, h or d ("7d", "168h");
+    ValueError otherwise."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:])
+    seconds = float(raw[:-1] if unit else raw) * (unit or 1)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"not a positive duration: {text!r}")
+    return timedelta(seconds=seconds)
+
+
 def _duration(env: dict[str, str], name: str, default: timedelta) -> timedelta:
-    """A duration: seconds, or a number with s, m, h or d ("7d", "168h")."""
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    unit = _UNITS.get(raw[-1])
-    number = raw[:-1] if unit else raw
     try:
-        seconds = float(number) * (unit or 1)
+        return parse_duration(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a duration like 7d or 3600, got {raw!r}") from None
-    if seconds <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}")
-    return timedelta(seconds=seconds)
+        raise ConfigError(
+            f"{name} must be a positive duration like 7d or 3600, got {raw!r}"
+        ) from None
 
 
 def _float(env: dict[str, str], name: str, default: float) -> float:

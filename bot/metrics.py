@@ -117,10 +117,17 @@ SEND_SECONDS = Histogram(
 class _Queues(Collector):
     """The queue gauges of one scrape, read from the database by the caller."""
 
-    def __init__(self, outbox: Mapping[str, int], inbox_pending: int, paused: bool) -> None:
+    def __init__(
+        self,
+        outbox: Mapping[str, int],
+        inbox_pending: int,
+        paused: bool,
+        alerts: Mapping[tuple[str, str], int],
+    ) -> None:
         self.outbox = outbox
         self.inbox_pending = inbox_pending
         self.paused = paused
+        self.alerts = alerts
 
     def collect(self) -> Iterable[Metric]:
         rows = GaugeMetricFamily("outbox_rows", "Outbox rows by status", labels=["status"])
@@ -135,10 +142,23 @@ class _Queues(Collector):
             "1 while all sending is paused (an account-level or credentials error)",
             value=1 if self.paused else 0,
         )
+        alerts = GaugeMetricFamily(
+            "alerts_last_24h",
+            "Billing events received in the last 24 h by type and what became of their alert "
+            "(pending, queued, sent, delivered, read, failed_<code>, skipped_<reason>)",
+            labels=["type", "state"],
+        )
+        for (event_type, state), n in sorted(self.alerts.items()):
+            alerts.add_metric([event_type, state], n)
+        yield alerts
 
 
 def render(
-    outbox: Mapping[str, int] | None, inbox_pending: int | None, *, paused: bool = False
+    outbox: Mapping[str, int] | None,
+    inbox_pending: int | None,
+    *,
+    paused: bool = False,
+    alerts: Mapping[tuple[str, str], int] | None = None,
 ) -> bytes:
     """The /metrics page: this process's metrics (or, in multiprocess mode, every
     process's), then the queue gauges when the database could be read."""
@@ -151,7 +171,7 @@ def render(
         page = generate_latest(REGISTRY)
     if outbox is not None and inbox_pending is not None:
         queues = CollectorRegistry()
-        queues.register(_Queues(outbox, inbox_pending, paused))
+        queues.register(_Queues(outbox, inbox_pending, paused, alerts or {}))
         page += generate_latest(queues)
     return page
 

@@ -118,7 +118,7 @@ class Sender:
                 async with self.pool.acquire() as conn:
                     claim = await outbox.claim(conn, free, self.pacing)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("outbox claim failed: %s", e)
+                log.warning("outbox claim failed: %r", e)
                 await asyncio.sleep(1.0)
                 continue
             for send in claim.sends:

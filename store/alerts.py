@@ -182,3 +182,103 @@ async def settle(conn: Conn, settlements: Sequence[Settlement]) -> None:
             [s.delay_seconds for s in later],
             [s.error[:1000] for s in later],
         )
+
+
+# -- tracking (`python -m bot alerts status`, /metrics) -------------------------------
+
+_STATE = """
+    CASE
+        WHEN e.processed_at IS NULL THEN 'pending'
+        WHEN e.outcome = 'skipped' THEN 'skipped'
+        WHEN o.status IN ('pending', 'sending') THEN 'queued'
+        WHEN o.status = 'accepted' THEN 'sent'
+        ELSE coalesce(o.status, 'queued')
+    END
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertStatus:
+    event_id: str
+    type: str
+    client_id: str | None
+    occurred_at: datetime
+    # pending (not settled yet), skipped, queued, sent, delivered, read, failed
+    state: str
+    detail: str  # the skip reason, the failure code and message, or the pending retry
+    recipient: str | None
+    sent_as: str | None  # message (text) or template
+
+
+async def statuses(
+    conn: Conn,
+    *,
+    client_id: str | None = None,
+    event_id: str | None = None,
+    since: datetime | None = None,
+    limit: int = 200,
+) -> list[AlertStatus]:
+    """Each alert's state, newest first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT e.id, e.type, e.client_id, e.occurred_at, {_STATE} AS state, e.skip_reason,
+               e.attempts, e.last_error, e.not_before, o.error_code, o.error_message,
+               o.recipient, o.sent_as
+        FROM events AS e LEFT JOIN outbox AS o ON o.id = e.outbox_id
+        WHERE ($1::text IS NULL OR e.client_id = $1)
+          AND ($2::text IS NULL OR e.id = $2)
+          AND ($3::timestamptz IS NULL OR e.received_at >= $3)
+        ORDER BY e.received_at DESC, e.id DESC
+        LIMIT $4
+        """,
+        client_id,
+        event_id,
+        since,
+        limit,
+    )
+    out = []
+    for r in rows:
+        detail = ""
+        if r["state"] == "skipped":
+            detail = r["skip_reason"] or ""
+        elif r["state"] == "failed":
+            detail = f"{r['error_code']}: {r['error_message'] or ''}".strip()
+        elif r["state"] == "pending" and r["last_error"]:
+            detail = f"try {r['attempts'] + 1} at {r['not_before']:%Y-%m-%d %H:%M:%S} UTC: "
+            detail += r["last_error"]
+        out.append(
+            AlertStatus(
+                event_id=r["id"],
+                type=r["type"],
+                client_id=r["client_id"],
+                occurred_at=r["occurred_at"],
+                state=r["state"],
+                detail=detail,
+                recipient=r["recipient"],
+                sent_as=r["sent_as"],
+            )
+        )
+    return out
+
+
+async def counts(conn: Conn, since: datetime) -> dict[tuple[str, str], int]:
+    """Alerts received since `since` by (type, state); a skip's state names its reason
+    (skipped_alerts_off), a failure its code (failed_131026)."""
+    rows = await conn.fetch(
+        f"""
+        SELECT e.type, {_STATE} AS state, e.skip_reason, o.error_code, count(*) AS n
+        FROM events AS e LEFT JOIN outbox AS o ON o.id = e.outbox_id
+        WHERE e.received_at >= $1
+        GROUP BY 1, 2, 3, 4
+        """,
+        since,
+    )
+    out: dict[tuple[str, str], int] = {}
+    for r in rows:
+        state = r["state"]
+        if state == "skipped":
+            state = f"skipped_{r['skip_reason']}"
+        elif state == "failed":
+            state = f"failed_{r['error_code']}"
+        out[(r["type"], state)] = out.get((r["type"], state), 0) + int(r["n"])
+    return out
