@@ -536,7 +536,7 @@ async def test_paying_an_unpaid_invoice_reactivates_the_suspended_service(
     assert events["invoice.paid"]["data"]["invoice_id"] == LUCIA_UNPAID
     assert events["invoice.paid"]["data"]["total"] == "8.00"
     assert events["service.unsuspended"]["data"]["service_id"] == LUCIA_SUSPENDED
-    assert answer["events"] == state["events"]
+    assert [e["id"] for e in answer["events"]] == [e["id"] for e in state["events"]]
 
     # Paid already: refused with the reason, and nothing emitted.
     status, answer = await billing_post(http, sandbox, f"{LUCIA}/invoices/{LUCIA_UNPAID}/pay")
@@ -612,6 +612,40 @@ async def test_voiding_deleting_and_quoting_emit_their_events(
     assert created["data"]["quote_id"] == quote["id"]
     assert created["data"]["total"] == "120.50"
     assert event_types(answer) == ["quote.created", "domain.deleted", "invoice.cancelled"]
+
+
+async def test_a_button_per_event_type_fires_it_and_the_alert_reaches_the_phone(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    """Juan has not written: every alert reaches his phone as its template; once he
+    writes, as text. The panel shows what became of each."""
+    from flows.alerts import ALERT_TYPES
+
+    for n, event_type in enumerate(ALERT_TYPES, 1):
+        status, answer = await billing_post(http, sandbox, "demo-juan/events", {"type": event_type})
+        assert status == 200, answer
+        assert answer["done"]["event"]["type"] == event_type
+        messages = await wait_for_bot(http, sandbox, JUAN, after=0, count=n)
+        assert messages[-1]["type"] == "template", messages[-1]
+    await send(http, sandbox, JUAN, text="hola")
+    await wait_for_bot(http, sandbox, JUAN, after=0, count=len(ALERT_TYPES) + 1)  # the menu
+    before = max(m["seq"] for m in (await chat(http, sandbox, JUAN))["messages"])
+    status, _ = await billing_post(http, sandbox, "demo-juan/events", {"type": "invoice.paid"})
+    assert status == 200
+    [alert] = await wait_for_bot(http, sandbox, JUAN, after=before, count=1)
+    assert alert["type"] == "text" and "pago" in body_text(alert).lower()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        state = await billing_state(http, sandbox, "demo-juan")
+        alerts = [e["alert"] for e in state["events"]]
+        if all(a and a["state"] in ("sent", "delivered", "read") for a in alerts):
+            break
+        assert loop.time() < deadline, alerts
+        await asyncio.sleep(0.1)
+    assert len(alerts) == len(ALERT_TYPES) + 1
+    status, answer = await billing_post(http, sandbox, "demo-juan/events", {"type": "x.y"})
+    assert status == 400 and "type" in answer["error"]
 
 
 async def test_billing_errors_are_clear_json(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:

@@ -5,8 +5,9 @@ which emits the matching events; the panel lists them, as the alerts will send t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -14,10 +15,14 @@ from aiohttp import web
 
 from bot.app import BILLING
 from bot.fakes.payloads import JSONDict
-from bot.webhook import POOL
+from bot.listener import EVENTS
+from bot.webhook import POOL, SIGNALS
+from flows.alerts import ALERT_TYPES
 from flows.billing import NOT_FOUND, BillingRefused, Client, Domain, Invoice, Service
+from store import alerts
 from store.billing_local import LocalBilling
 from store.events import recent_for_client
+from store.events import store as store_event
 
 EVENTS_SHOWN = 20
 QUOTE_SUBJECT_MAX = 200
@@ -53,6 +58,7 @@ def add_routes(app: web.Application) -> None:
     )
     app.router.add_post(billing + "/domains/{domain_id}/delete", _billing_handler(_domain_action))
     app.router.add_post(billing + "/quotes", _billing_handler(_quote_action))
+    app.router.add_post(billing + "/events", _billing_handler(_event_action))
     # Last: any other path under the panel's API gets a JSON answer too.
     app.router.add_route("*", "/sandbox/api/billing/{tail:.*}", _billing_unknown)
 
@@ -203,6 +209,53 @@ async def _quote_action(
     return {"quote": {"id": quote_id, "total": _money(total), "subject": subject}}
 
 
+async def _event_action(
+    billing: LocalBilling, client_id: str, body: JSONDict, request: web.Request
+) -> JSONDict:
+    """Fire one event of the chosen type for this customer, as the billing system would
+    post it (ids only: the alert looks the details up), naming their own records; the
+    alert worker turns it into the WhatsApp alert the phone then shows."""
+    event_type = body.get("type")
+    if event_type not in ALERT_TYPES:
+        raise _Invalid(f"type: uno de {', '.join(ALERT_TYPES)}")
+    if event_type == "quote.created":
+        quote_id = await billing.create_quote(
+            client_id, Decimal("100.00"), subject="Presupuesto de ejemplo"
+        )  # emits quote.created itself
+        return {"event": {"type": event_type, "data": {"quote_id": quote_id}}}
+    data = await _sample_data(billing, client_id, str(event_type))
+    event_id = f"sandbox-{uuid.uuid4()}"
+    await store_event(
+        request.app[POOL], event_id=event_id, event_type=str(event_type),
+        occurred_at=datetime.now(UTC), client_id=client_id, data=data,
+    )  # fmt: skip
+    request.app[SIGNALS].notify(EVENTS)
+    return {"event": {"id": event_id, "type": event_type, "data": data}}
+
+
+async def _sample_data(billing: LocalBilling, client_id: str, event_type: str) -> JSONDict:
+    """The customer's own record the event names: their latest (unpaid first) invoice,
+    their first service, their first domain."""
+    kind = event_type.partition(".")[0]
+    if kind == "invoice":
+        invoices = await billing.list_invoices(client_id)
+        if not invoices:
+            raise _Invalid("este cliente no tiene facturas")
+        invoice = sorted(invoices, key=lambda i: (i.status != "unpaid", i.id))[0]
+        return {"invoice_id": invoice.id}
+    if kind == "service":
+        services = await billing.list_services(client_id)
+        if not services:
+            raise _Invalid("este cliente no tiene servicios")
+        return {"service_id": services[0].id}
+    if kind == "domain":
+        domains = await billing.list_domains(client_id)
+        if not domains:
+            raise _Invalid("este cliente no tiene dominios")
+        return {"domain_id": domains[0].id, "domain": domains[0].name}
+    return {}
+
+
 def _quote_total(value: Any) -> Decimal:
     """A positive amount with at most two decimals, as a string (money is never a
     float, SPEC §3); "12,50" is read as 12.50."""
@@ -230,6 +283,10 @@ async def _billing_state(app: web.Application, billing: LocalBilling, client: Cl
     invoices = await billing.list_invoices(client.id)
     domains = await billing.list_domains(client.id)
     events = await recent_for_client(app[POOL], client.id, EVENTS_SHOWN)
+    async with app[POOL].acquire() as conn:
+        alert_states = {
+            a.event_id: a for a in await alerts.statuses(conn, client_id=client.id, limit=100)
+        }
     labels = {s.id: s.label for s in services}
     return {
         "client": {
@@ -247,10 +304,17 @@ async def _billing_state(app: web.Application, billing: LocalBilling, client: Cl
                 "type": e["type"],
                 "occurred_at": e["occurred_at"].isoformat(),
                 "data": e["data"],
+                "alert": _alert_json(alert_states.get(e["id"])),
             }
             for e in events
         ],
     }
+
+
+def _alert_json(status: alerts.AlertStatus | None) -> JSONDict | None:
+    if status is None:
+        return None
+    return {"state": status.state, "detail": status.detail, "sent_as": status.sent_as}
 
 
 def _service_json(service: Service) -> JSONDict:

@@ -615,6 +615,7 @@
     renderInvoices(current.invoices);
     renderDomains(current.domains);
     renderEvents(current.events);
+    renderFireButtons();
     // The customer's card on the left shows the services' new statuses too.
     if (state.card) {
       const old = state.card.querySelector(".services");
@@ -755,9 +756,40 @@
       if (EVENT_NAMES[event.type]) item.appendChild(el("div", "event-name", EVENT_NAMES[event.type]));
       const summary = eventSummary(event.data || {});
       if (summary) item.appendChild(el("div", "event-data", summary));
+      if (event.alert) item.appendChild(el("div", "event-alert", alertSummary(event.alert)));
       els.events.appendChild(item);
     }
     state.billing.seenEvents = seen ? new Set([...seen, ...now]) : now;
+  }
+
+  // What became of the event's alert (store/alerts.py states).
+  const ALERT_STATES = {
+    pending: "por procesar",
+    queued: "en cola",
+    sent: "enviada",
+    delivered: "entregada",
+    read: "leída",
+    failed: "falló",
+    skipped: "no se envía",
+  };
+
+  function alertSummary(alert) {
+    let text = `Alerta: ${ALERT_STATES[alert.state] || alert.state}`;
+    if (alert.sent_as) text += alert.sent_as === "template" ? " (plantilla)" : " (texto)";
+    if (alert.detail) text += ` · ${alert.detail}`;
+    return text;
+  }
+
+  function renderFireButtons() {
+    const box = $("fire-events");
+    if (!box || box.childElementCount) return;
+    for (const [type, name] of Object.entries(EVENT_NAMES)) {
+      const button = el("button", "panel-button", name);
+      button.type = "button";
+      button.dataset.eventType = type;
+      button.addEventListener("click", () => billingAction("events", { type }, button));
+      box.appendChild(button);
+    }
   }
 
   function eventSummary(data) {
