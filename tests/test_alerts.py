@@ -19,13 +19,16 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bot.alerts import AlertWorker
 from bot.fakes.cloud_api import SentMessage
+from bot.listener import Signals
 from bot.signatures import sign
 from flows.alerts import ALERT_TYPES, catalog_key
+from flows.billing import BillingUnavailable
 from flows.catalog import default_catalog
 from store.billing_local import LocalBilling
 from tests.billing_fixture import JUAN_WA
-from tests.harness import Stack, outbox_id_of, text_of
+from tests.harness import Stack, make_settings, outbox_id_of, text_of
 
 SECRET = "alerts-test-secret"
 PANEL = "https://www.paneldecliente.com"
@@ -247,3 +250,93 @@ async def test_an_invoice_created_and_paid_a_second_apart_arrive_in_that_order(
     paid, back = (text_of(m) for m in sent[1:3])
     assert "i2" in paid and "5,00" in paid
     assert "radio.juanperez.com.ar" in back and "activo" in back
+
+
+async def test_a_paused_template_fails_the_alert_visibly_with_the_code(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    name = default_catalog().text(f"{catalog_key('invoice.created')}.template")
+    async with Stack(database_url, events_secret=SECRET, awkward=None) as stack:
+        stack.fake.paused_templates.add(name)
+        await post_event(stack, event("p", "invoice.created", {"invoice_id": "i2"}))
+        await settled(pool, 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (row := await pool.fetchrow("SELECT status, error_code FROM outbox")) is None or (
+            row["status"] != "failed"
+        ):
+            assert loop.time() < deadline, row
+            await asyncio.sleep(0.02)
+        status = await pool.fetchrow("SELECT * FROM events")
+    assert row["error_code"] == 132015
+    assert stack.fake.sent == []
+    assert status["outcome"] == "queued"  # settled once; the failure is the message's
+
+
+class FlakyBilling(LocalBilling):
+    """The local backend with its details lookup failing the first `failures` times, as
+    a WHMCS that is down would."""
+
+    def __init__(self, pool: asyncpg.Pool, failures: int) -> None:
+        super().__init__(pool)
+        self.failures = failures
+
+    async def event_facts(self, client_id: str, event_type: str, data: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BillingUnavailable("WHMCS timed out")
+        return await super().event_facts(client_id, event_type, data)
+
+
+async def worker(pool: asyncpg.Pool, billing: LocalBilling) -> AlertWorker:
+    settings = make_settings("unused")
+    return AlertWorker(pool, settings, billing, default_catalog(), Signals(pool))
+
+
+async def test_billing_down_the_event_waits_and_is_alerted_later(pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        "INSERT INTO events (id, type, occurred_at, client_id, data) VALUES"
+        " ('w', 'invoice.created', now(), 'c1', '{\"invoice_id\": \"i2\"}'),"
+        " ('w2', 'invoice.paid', now() + interval '1 second', 'c1', '{\"invoice_id\": \"i1\"}')"
+    )
+    alerts = await worker(pool, FlakyBilling(pool, failures=1))
+    assert await alerts.work_once() == 1  # only the first: the second waits behind it
+    first = await pool.fetchrow("SELECT * FROM events WHERE id = 'w'")
+    assert first["processed_at"] is None and "WHMCS timed out" in first["last_error"]
+    assert first["not_before"] > datetime.now(UTC)
+    assert await alerts.work_once() == 0  # not due yet, and its client's next event waits
+    await pool.execute("UPDATE events SET not_before = now() WHERE id = 'w'")
+    assert await alerts.work_once() == 1
+    assert await alerts.work_once() == 1
+    rows = await pool.fetch("SELECT id, outcome, outbox_id FROM events ORDER BY outbox_id")
+    assert [(r["id"], r["outcome"]) for r in rows] == [("w", "queued"), ("w2", "queued")]
+
+
+async def test_an_event_that_cannot_be_detailed_in_time_is_skipped_not_sent_late(
+    pool: asyncpg.Pool,
+) -> None:
+    await pool.execute(
+        "INSERT INTO events (id, type, occurred_at, client_id, data) VALUES"
+        " ('late', 'invoice.created', now() - interval '8 days', 'c1', '{\"invoice_id\": \"i2\"}')"
+    )
+    alerts = await worker(pool, FlakyBilling(pool, failures=1))
+    assert await alerts.work_once() == 1
+    row = await pool.fetchrow("SELECT outcome, skip_reason FROM events")
+    assert (row["outcome"], row["skip_reason"]) == ("skipped", "too_old")
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_metrics_count_alerts_by_type_and_state(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    await pool.execute("INSERT INTO alert_preferences (client_id, enabled) VALUES ('c2', false)")
+    async with Stack(database_url, events_secret=SECRET, awkward=None) as stack:
+        await post_event(stack, event("a", "invoice.created", {"invoice_id": "i2"}))
+        await post_event(stack, event("b", "invoice.created", {"invoice_id": "x"}, "c2"))
+        await settled(pool, 2)
+        await stack.replies(1, to=JUAN_WA)
+        assert stack.session is not None
+        async with stack.session.get(f"{stack.url}/metrics") as r:
+            page = await r.text()
+    assert 'alerts_last_24h{state="skipped_alerts_off",type="invoice.created"} 1.0' in page
+    assert 'alerts_total{outcome="queued",type="invoice.created"}' in page
