@@ -104,9 +104,7 @@ class AlertWorker:
             self.signals.notify(OUTBOX)
         return len(claimed)
 
-    async def _decide(
-        self, conn: Conn, claimed: list[ClaimedEvent]
-    ) -> list[Settlement]:
+    async def _decide(self, conn: Conn, claimed: list[ClaimedEvent]) -> list[Settlement]:
         """Who each event is for and what they are told (billing lookups in parallel)."""
         looked = await asyncio.gather(*(self._look_up(e) for e in claimed))
         wanted = [
