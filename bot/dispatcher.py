@@ -26,6 +26,7 @@ from bot import metrics
 from bot.config import Settings
 from bot.listener import COMMANDS, INBOX, OUTBOX, Signals
 from flows import conversation
+from flows.alerts import Preferences
 from flows.billing import Billing, BillingError, Found
 from flows.catalog import Catalog
 from flows.commands import (
@@ -64,9 +65,9 @@ class _AlertsReader:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def alerts_enabled(self, client_id: str) -> bool:
+    async def alert_preferences(self, client_id: str) -> Preferences:
         async with self.pool.acquire() as conn:
-            return await turns.alerts_enabled(conn, client_id)
+            return await turns.alert_preferences(conn, client_id)
 
 
 class _TurnFailed(Exception):
@@ -316,8 +317,8 @@ class Dispatcher:
                         await turns.open_staff_task(
                             conn, conv.id, client_id, reason=reason, detail=task, key=key
                         )
-                case SetAlerts(client_id=alerts_client, enabled=enabled):
-                    await turns.set_alerts(conn, alerts_client, enabled)
+                case SetAlerts(client_id=alerts_client, enabled=enabled, type=alert_type):
+                    await turns.set_alerts(conn, alerts_client, enabled, alert_type)
                 case NumberChanged(
                     old_wa_id=old, new_wa_id=new, new_user_id=new_user, client_id=changed
                 ):

@@ -39,7 +39,7 @@ _VARIABLE = "{{1}}"
 def definitions(catalog: Catalog, panel_url: str) -> list[dict[str, Any]]:
     """The 11 alerts' templates, in ALERT_TYPES order, as Meta's creation JSON."""
     panel = panel_url.rstrip("/")
-    footer = _text(catalog, "alerts.template_footer")
+    footer = _raw_text(catalog, "alerts.template_footer")
     return [_definition(catalog, catalog_key(t), panel, footer) for t in ALERT_TYPES]
 
 
@@ -59,7 +59,7 @@ def param_counts(catalog: Catalog) -> dict[str, tuple[int, int]]:
 
 
 def _definition(catalog: Catalog, base: str, panel: str, footer: str) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": "BODY", "text": _text(catalog, f"{base}.template_body")}
+    body: dict[str, Any] = {"type": "BODY", "text": _raw_text(catalog, f"{base}.template_body")}
     examples = catalog.raw(f"{base}.examples")
     if examples:
         body["example"] = {"body_text": [[str(e) for e in examples]]}
@@ -67,25 +67,25 @@ def _definition(catalog: Catalog, base: str, panel: str, footer: str) -> dict[st
     if footer:
         components.append({"type": "FOOTER", "text": footer})
     if catalog.has(f"{base}.button.url"):
-        url = f"{panel}/{_text(catalog, f'{base}.button.url').lstrip('/')}"
+        url = f"{panel}/{_raw_text(catalog, f'{base}.button.url').lstrip('/')}"
         button: dict[str, Any] = {
             "type": "URL",
-            "text": _text(catalog, f"{base}.button.text"),
+            "text": _raw_text(catalog, f"{base}.button.text"),
             "url": url,
         }
         if _VARIABLE in url and catalog.has(f"{base}.button.example"):
-            example = _text(catalog, f"{base}.button.example")
+            example = _raw_text(catalog, f"{base}.button.example")
             button["example"] = [url.replace(_VARIABLE, example)]
         components.append({"type": "BUTTONS", "buttons": [button]})
     return {
-        "name": _text(catalog, f"{base}.template"),
+        "name": _raw_text(catalog, f"{base}.template"),
         "language": LANGUAGE,
         "category": CATEGORY,
         "components": components,
     }
 
 
-def _text(catalog: Catalog, key: str) -> str:
+def _raw_text(catalog: Catalog, key: str) -> str:
     # Raw: through str.format a `{{1}}` would come out as `{1}`.
     value = catalog.raw(key)
     if not isinstance(value, str):

@@ -90,7 +90,6 @@ def fields(
     """Everything the event's text and template may name, as the customer reads it."""
     money = catalog.text("account.money", amount=local_amount(facts.total)) if facts.total else "-"
     panel = panel_url.rstrip("/")
-    base = catalog_key(event_type)
     values = {
         "name": first_name(client),
         "panel_url": f"{panel}/clientarea.php",
@@ -109,10 +108,11 @@ def fields(
     }
     if event_type == "quote.created":
         if facts.subject.strip():
-            values["subject"] = catalog.text(f"{base}.subject", subject=facts.subject.strip())
+            subject = facts.subject.strip()
+            values["subject"] = catalog.text("alerts.event.quote_created.subject", subject=subject)
         if facts.valid_until:
             values["valid_until"] = catalog.text(
-                f"{base}.valid_until", date=local_date(facts.valid_until)
+                "alerts.event.quote_created.valid_until", date=local_date(facts.valid_until)
             )
     return values
 
@@ -128,7 +128,7 @@ def alert(
     params = tuple(template_param(values[name]) for name in catalog.words(f"{base}.params"))
     button: tuple[str, ...] = ()
     if catalog.has(f"{base}.button.param"):
-        button = (url_param(values[catalog.text(f"{base}.button.param")]),)
+        button = (url_param(values[str(catalog.raw(f"{base}.button.param"))]),)
     template = Template(
         name=catalog.text(f"{base}.template"), language="es", body_params=params,
         button_params=button,

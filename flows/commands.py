@@ -46,8 +46,17 @@ class Escalate:
 
 @dataclass(frozen=True, slots=True)
 class SetAlerts:
+    """Switch a customer's WhatsApp alerts (flows.alerts); a security alert is sent
+    whatever they say, so it is never switched.
+
+    Without `type`: every alert on or off at once; all on also clears the per-type
+    switches (the customer wants everything back). With `type` (one of
+    flows.alerts.SWITCHABLE): that alert alone; turned on while all were off, it is the
+    only one on."""
+
     client_id: str
     enabled: bool
+    type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

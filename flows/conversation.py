@@ -4,8 +4,10 @@ Order of precedence: system messages (a number change; a command's outcome or an
 conversation's signal, handed to the flow it is for); reactions (no answer); session
 expiry (the flow is told, then everything but its `kept` data goes); messages we cannot
 read; in a state that takes text literally, only an exact escape word; elsewhere the
-global words (`menu`, `salir`, `asesor`); then the current flow. When the flow does not
-understand, the ladder: ask again, then show the menu, then offer a person.
+global words (`menu`, `salir`, `asesor`); a request to stop the alerts ("BAJA ALERTAS",
+"STOP", "no quiero más avisos"), which leaves the conversation where it was; then the
+current flow. When the flow does not understand, the ladder: ask again, then show the
+menu, then offer a person.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from flows.runtime import (
     Inbound,
     InboundKind,
     NumberChanged,
+    SetAlerts,
     Step,
     Turn,
     is_greeting,
@@ -136,6 +139,10 @@ async def _handle(
         if words is not None:
             await menu(_GLOBAL_ACTIONS[words])
             return turn
+        if _asks_to_stop_alerts(deps, text, literal=literal):
+            turn.context.pop(LADDER_KEY, None)
+            _stop_alerts(deps, identity, turn)
+            return turn
 
     if literal and inbound.kind is InboundKind.TEXT:
         acted = await run(flow_cls, state, lambda s: s.on_text(text))
@@ -215,6 +222,53 @@ async def _anywhere(
         return True
     turn.state, turn.context = state_before, context_before
     return False
+
+
+def _asks_to_stop_alerts(deps: Deps, text: str, *, literal: bool) -> bool:
+    """ "BAJA ALERTAS", "STOP", "no quiero más avisos"… (words.stop_alerts), from any state.
+
+    Checked before the current state's options, not among the words `_anywhere`
+    understands after them: a state's own options would take these first (the main menu's
+    "Mis alertas" holds "avisos", "Dar de baja" holds "baja"), and a state that answers
+    everything (the first message, a conversation handed to a person) would never let them
+    through; yet "BAJA ALERTAS" is what an alert's footer tells the customer to reply,
+    whatever the conversation was doing. Where text is taken literally, only a phrase as
+    the whole message counts."""
+    folded = fold(text)
+    phrases = deps.catalog.words("words.stop_alerts")
+    if literal:
+        return folded in {fold(p) for p in phrases}
+    words = folded.split()
+    if not words or len(words) > _STOP_WORDS_MAX:
+        return False
+    exact = {fold(w) for w in deps.catalog.words("words.stop_alerts_exact")}
+    for phrase in phrases:
+        needed = fold(phrase).split()
+        if len(needed) == 1:
+            if words == needed:
+                return True
+        elif all(w in words for w in needed if w in exact) and deps.matcher.contains(
+            folded, (phrase,)
+        ):
+            return True
+    return False
+
+
+# A request to stop the alerts is a short message ("no quiero recibir más alertas por
+# favor"), not a sentence that happens to hold its words.
+_STOP_WORDS_MAX = 8
+
+
+def _stop_alerts(deps: Deps, identity: Identity, turn: Turn) -> None:
+    """Every alert but the security ones off, and the customer told so and how to have
+    them back; a number we cannot tie to one account is told why nothing changes."""
+    if identity.status is IdentityStatus.IDENTIFIED and identity.client is not None:
+        turn.effects.append(SetAlerts(identity.client.id, False))
+        turn.replies.append(_text(deps, "alerts.stopped"))
+    elif identity.status is IdentityStatus.SEVERAL:
+        turn.replies.append(_text(deps, "alerts.stop_several"))
+    else:
+        turn.replies.append(_text(deps, "alerts.stop_unknown"))
 
 
 def _short_and_means(deps: Deps, text: str, words: str) -> bool:

@@ -6,12 +6,16 @@ Customers we cannot identify by phone get the questions and a person, nothing el
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from flows.alerts import ALERT_TYPES, SECURITY, SWITCHABLE, Preferences, catalog_key
 from flows.commands import Escalate, SetAlerts
 from flows.matching import fold
-from flows.options import Choice
-from flows.runtime import IdentityStatus, Step
+from flows.options import Choice, shorten_titles
+from flows.outbound import ROW_TITLE_MAX, ListMessage, Row, Section
+from flows.runtime import IdentityStatus, InboundKind, Step
 
 # The frequent questions, in the order shown; answers come from the help pages.
 FAQ_TOPICS = (
@@ -28,6 +32,11 @@ FAQ_TOPICS = (
 COMING_SOON = ("upgrade", "transfer", "cancel")
 # Every option of the main menu, in the order shown to an identified customer.
 MENU_OPTIONS = (*COMING_SOON, "account", "alerts", "faq", "human")
+
+# "Mis alertas" (every alert and its state) and the list to switch them one by one.
+ALERT_STATES = ("alerts", "alerts_pick")
+# The id of one alert's option: "alert:" and its type.
+ALERT_ID = "alert:"
 
 
 def _faq_choice(topic: str, *, hidden: bool = False) -> Choice:
@@ -50,6 +59,7 @@ class Menu(Step):
         "faq",
         "faq_answer",
         "alerts",
+        "alerts_pick",
         "coming_soon",
         "offer_human",
         "handed_over",
@@ -63,7 +73,20 @@ class Menu(Step):
         {"trigger": "go_human", "source": "*", "dest": "handed_over", "before": "escalate"},
         {"trigger": "go_exit", "source": "*", "dest": "ended"},
         {"trigger": "offer_human", "source": "*", "dest": "offer_human"},
-        {"trigger": "toggle_alerts", "source": "alerts", "dest": "alerts", "before": "toggle"},
+        {"trigger": "pick_alerts", "source": "alerts", "dest": "alerts_pick"},
+        {"trigger": "switch_all", "source": [*ALERT_STATES], "dest": "alerts", "before": "set_all"},
+        {
+            "trigger": "switch_alert",
+            "source": [*ALERT_STATES],
+            "dest": "alerts",
+            "before": "set_one",
+        },
+        {
+            "trigger": "security_alert",
+            "source": [*ALERT_STATES],
+            "dest": None,
+            "after": "say_locked",
+        },
         {"trigger": "coming_soon", "source": "*", "dest": "coming_soon"},
         {"trigger": "faq_answer", "source": "*", "dest": "faq_answer"},
         {"trigger": "prospect", "source": "*", "dest": "prospect"},
@@ -95,10 +118,8 @@ class Menu(Step):
             case "faq_answer":
                 another = Choice("faq", "go_faq", "faq.another", "menu.options.faq.keywords")
                 return [another, back]
-            case "alerts":
-                key = "alerts.turn_off" if self._alerts_on else "alerts.turn_on"
-                toggle = Choice("alerts:toggle", "toggle_alerts", key, f"{key}_keywords")
-                return [toggle, back]
+            case "alerts" | "alerts_pick":
+                return self.alert_choices(back)
             case "coming_soon" | "offer_human" | "prospect":
                 return [human, back]
             case "handed_over":
@@ -125,7 +146,8 @@ class Menu(Step):
         return True
 
     async def back(self) -> None:
-        await self.trigger("go_faq" if self.state == "faq_answer" else "go_menu")
+        previous = {"faq_answer": "go_faq", "alerts_pick": "go_alerts"}
+        await self.trigger(previous.get(self.state, "go_menu"))
 
     async def reprompt(self) -> None:
         if self.state == "faq_answer" and self.ctx.get("faq") in FAQ_TOPICS:
@@ -147,9 +169,21 @@ class Menu(Step):
         if self.state == "handed_over" and not await super().understand(numbered=numbered):
             self.say("menu.still_handed_over")
             return True
-        if self.state == "alerts" and self.client is not None:
-            self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
+        if self.state in ALERT_STATES:
+            if self.client is None:
+                await self.trigger("go_menu")
+                return True
+            await self.preferences()
         return await super().understand(numbered=numbered)
+
+    def meant(self, choices: Sequence[Choice], *, numbered: bool) -> Choice | None:
+        if self.state not in ALERT_STATES:
+            return super().meant(choices, numbered=numbered)
+        # An alert named is what the message is about: "desactivar facturas nuevas" is
+        # that alert, not every alert ("desactivar") — so the alerts are matched first.
+        named = [c for c in choices if c.id.startswith(ALERT_ID)]
+        others = [c for c in choices if not c.id.startswith(ALERT_ID)]
+        return super().meant(named, numbered=numbered) or super().meant(others, numbered=numbered)
 
     def _bare_greeting(self) -> bool:
         greetings = {fold(g) for g in self.deps.catalog.words("words.greetings")}
@@ -189,24 +223,151 @@ class Menu(Step):
         self.say(f"faq.{topic}.answer", panel_url=self.deps.panel_details_url)
         self.send(self.prompt(self.t("faq.after_answer"), self.choices()))
 
-    # The customer's alert preference, read when the alerts state needs it.
-    _alerts_on: bool | None = None
+    # -- alerts -------------------------------------------------------------------
+    # The customer's alert switches: read once per step, then as this turn leaves them.
+    _preferences: Preferences | None = None
+
+    async def preferences(self) -> Preferences:
+        if self._preferences is None:
+            assert self.client is not None
+            self._preferences = await self.deps.alerts.alert_preferences(self.client.id)
+        return self._preferences
+
+    def alert_choices(self, back: Choice) -> list[Choice]:
+        """Mis alertas: all off (or all on, when none is on), choose which, the menu; and
+        each alert, hidden, so that its name typed switches it. The list: the alerts that
+        can be switched, numbered. The password alert is understood only to say why it
+        cannot be switched off."""
+        prefs = self._preferences or Preferences()
+        none_on = not any(prefs.wants(t) for t in SWITCHABLE)
+        on = Choice(
+            "alerts:on",
+            "switch_all",
+            "alerts.turn_on",
+            "alerts.turn_on_keywords",
+            sets=(("alerts_all", True),),
+        )
+        off = Choice(
+            "alerts:off",
+            "switch_all",
+            "alerts.turn_off",
+            "alerts.turn_off_keywords",
+            sets=(("alerts_all", False),),
+        )
+        pick = Choice("alerts:pick", "pick_alerts", "alerts.pick", "alerts.pick_keywords")
+        security = [self._alert_choice(t, prefs, hidden=True) for t in sorted(SECURITY)]
+        if self.state == "alerts_pick":
+            switchable = [self._alert_choice(t, prefs) for t in SWITCHABLE]
+            return [*switchable, *security, _hide(off), _hide(on)]
+        switchable = [self._alert_choice(t, prefs, hidden=True) for t in SWITCHABLE]
+        shown, other = (on, off) if none_on else (off, on)
+        return [shown, pick, back, _hide(other), *switchable, *security]
+
+    def _alert_choice(self, alert_type: str, prefs: Preferences, *, hidden: bool = False) -> Choice:
+        base = catalog_key(alert_type)
+        if alert_type in SECURITY:
+            trigger, description = "security_alert", ""
+        else:
+            trigger = "switch_alert"
+            wanted = prefs.wants(alert_type)
+            description = self.t("alerts.row_on" if wanted else "alerts.row_off")
+        return Choice.of(
+            ALERT_ID + alert_type,
+            trigger,
+            self.t(f"{base}.title"),
+            description=description,
+            sets=(("alert", alert_type),),
+            hidden=hidden,
+        )
 
     async def render_alerts(self) -> None:
         if self.client is None:
             await self.trigger("go_menu")
             return
-        if self._alerts_on is None:
-            self._alerts_on = await self.deps.alerts.alerts_enabled(self.client.id)
-        status = self.t("alerts.status_on" if self._alerts_on else "alerts.status_off")
-        body = self.t("alerts.body", status=status, panel_url=self.deps.panel_details_url)
+        prefs = await self.preferences()
+        lines = []
+        for alert_type in ALERT_TYPES:
+            base = catalog_key(alert_type)
+            key = (
+                "alerts.line_security"
+                if alert_type in SECURITY
+                else "alerts.line_on"
+                if prefs.wants(alert_type)
+                else "alerts.line_off"
+            )
+            lines.append(self.t(key, title=self.t(f"{base}.title")))
+        body = self.t("alerts.body", lines="\n".join(lines), panel_url=self.deps.panel_details_url)
         self.send(self.prompt(body, self.choices()))
 
-    def toggle(self) -> None:
+    async def render_alerts_pick(self) -> None:
+        """The alerts that can be switched, one row each with its state: a list of its
+        own, for the rows' numbers take only the room they need ("8. Servicio dado de
+        baja" fills a row exactly; `prompt` would leave every row room for a "10.")."""
+        if self.client is None:
+            await self.trigger("go_menu")
+            return
+        await self.preferences()
+        shown = [c for c in self.choices() if not c.hidden]
+        titles = [c.title for c in shown]
+        rows = []
+        for number, choice in enumerate(shown, 1):
+            room = ROW_TITLE_MAX - len(self.t("common.numbered", number=number, title=""))
+            title = shorten_titles(titles, room)[number - 1]
+            rows.append(
+                Row(
+                    choice.id,
+                    self.t("common.numbered", number=number, title=title),
+                    choice.description or "",
+                )
+            )
+        section = Section(self.t("alerts.pick_section"), tuple(rows))
+        self.send(
+            ListMessage(
+                body=self.t("alerts.pick_body"),
+                button=self.t("alerts.pick_button"),
+                sections=(section,),
+            )
+        )
+
+    def set_all(self) -> None:
         assert self.client is not None
-        self._alerts_on = not self._alerts_on
-        self.command(SetAlerts(self.client.id, self._alerts_on))
-        self.say("alerts.now_on" if self._alerts_on else "alerts.now_off")
+        on = bool(self.ctx.pop("alerts_all", False))
+        self._switch(SetAlerts(self.client.id, on))
+        self.say("alerts.now_on" if on else "alerts.now_off")
+
+    def set_one(self) -> None:
+        assert self.client is not None
+        alert_type = self.ctx.pop("alert", None)
+        if alert_type not in SWITCHABLE:
+            return
+        prefs = self._preferences or Preferences()
+        on = self._typed_direction()
+        if on is None:
+            on = not prefs.wants(alert_type)
+        self._switch(SetAlerts(self.client.id, on, alert_type))
+        base = catalog_key(alert_type)
+        title = self.t(f"{base}.title")
+        self.say("alerts.type_now_on" if on else "alerts.type_now_off", title=title)
+
+    def say_locked(self) -> None:
+        alert_type = self.ctx.pop("alert", None)
+        if alert_type in SECURITY:
+            base = catalog_key(alert_type)
+            self.say("alerts.security_locked", title=self.t(f"{base}.title"))
+
+    def _typed_direction(self) -> bool | None:
+        """Which way a typed alert name goes when the message says it ("activar …",
+        "desactivar …"); None when it does not (a tap, the name alone): it switches."""
+        if self.inbound.kind is not InboundKind.TEXT:
+            return None
+        text, matcher = self.inbound.text, self.deps.matcher
+        on = matcher.contains(text, self.deps.catalog.words("alerts.turn_on_keywords"))
+        off = matcher.contains(text, self.deps.catalog.words("alerts.turn_off_keywords"))
+        return on if on != off else None
+
+    def _switch(self, change: SetAlerts) -> None:
+        self.command(change)
+        self._preferences = switched(self._preferences or Preferences(), change)
 
     async def render_coming_soon(self) -> None:
         option = self.ctx.get("soon", "upgrade")
@@ -245,6 +406,22 @@ def _menu_option(menu_option: str, trigger: str, **extra: Any) -> Choice:
         f"menu.options.{menu_option}.description",
         **extra,
     )
+
+
+def switched(prefs: Preferences, change: SetAlerts) -> Preferences:
+    """The switches after `change`, as store.turns.set_alerts writes them (so that the
+    state shown in the same turn is the one stored)."""
+    if change.type is None:
+        return Preferences() if change.enabled else Preferences(False, prefs.disabled_types)
+    if not change.enabled:
+        return Preferences(prefs.enabled, prefs.disabled_types | {change.type})
+    if prefs.enabled:
+        return Preferences(True, prefs.disabled_types - {change.type})
+    return Preferences(True, frozenset(SWITCHABLE) - {change.type})
+
+
+def _hide(choice: Choice) -> Choice:
+    return dataclasses.replace(choice, hidden=True)
 
 
 def _first_name(name: str) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from transitions.extensions.asyncio import AsyncMachine
 
@@ -75,6 +75,10 @@ from flows.outbound import (
     Text,
     check_limits,
 )
+
+if TYPE_CHECKING:
+    # flows.alerts imports flows.account, which builds on this module.
+    from flows.alerts import Preferences
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +194,9 @@ class Identity:
 
 
 class AlertPreferences(Protocol):
-    async def alerts_enabled(self, client_id: str) -> bool: ...
+    """A customer's alert switches as committed (no row: every alert on)."""
+
+    async def alert_preferences(self, client_id: str) -> Preferences: ...
 
 
 @dataclass(frozen=True, slots=True)

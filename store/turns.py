@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from flows.alerts import SWITCHABLE, Preferences
 from store.db import Conn
 from store.inbox import without_nul
 
@@ -296,22 +297,70 @@ async def open_staff_task(
     )
 
 
-async def set_alerts(conn: Conn, client_id: str, enabled: bool) -> None:
-    await conn.execute(
-        """
-        INSERT INTO alert_preferences (client_id, enabled) VALUES ($1, $2)
-        ON CONFLICT (client_id) DO UPDATE SET enabled = $2, updated_at = now()
-        """,
-        client_id,
-        enabled,
-    )
+async def set_alerts(
+    conn: Conn, client_id: str, enabled: bool, alert_type: str | None = None
+) -> None:
+    """A customer's alert switches (flows.commands.SetAlerts), in one upsert: all alerts
+    on (the per-type switches cleared) or off, or one type on or off — turned on while
+    all were off, it is the only one on. No row means every alert on."""
+    if alert_type is None:
+        await conn.execute(
+            """
+            INSERT INTO alert_preferences (client_id, enabled) VALUES ($1, $2)
+            ON CONFLICT (client_id) DO UPDATE SET
+                enabled = excluded.enabled,
+                disabled_types = CASE WHEN excluded.enabled THEN '{}'::text[]
+                                      ELSE alert_preferences.disabled_types END,
+                updated_at = now()
+            """,
+            client_id,
+            enabled,
+        )
+        return
+    if alert_type not in SWITCHABLE:
+        # A security alert is sent whatever is stored; an unknown type is a bug.
+        raise ValueError(f"alert type {alert_type!r} cannot be switched")
+    if enabled:
+        others = [t for t in SWITCHABLE if t != alert_type]
+        await conn.execute(
+            """
+            INSERT INTO alert_preferences (client_id, enabled) VALUES ($1, true)
+            ON CONFLICT (client_id) DO UPDATE SET
+                enabled = true,
+                disabled_types = CASE
+                    WHEN alert_preferences.enabled
+                        THEN array_remove(alert_preferences.disabled_types, $2)
+                    ELSE $3::text[] END,
+                updated_at = now()
+            """,
+            client_id,
+            alert_type,
+            others,
+        )
+    else:
+        await conn.execute(
+            """
+            INSERT INTO alert_preferences (client_id, enabled, disabled_types)
+            VALUES ($1, true, ARRAY[$2::text])
+            ON CONFLICT (client_id) DO UPDATE SET
+                disabled_types = CASE
+                    WHEN $2 = ANY (alert_preferences.disabled_types)
+                        THEN alert_preferences.disabled_types
+                    ELSE alert_preferences.disabled_types || $2::text END,
+                updated_at = now()
+            """,
+            client_id,
+            alert_type,
+        )
 
 
-async def alerts_enabled(conn: Conn, client_id: str) -> bool:
-    enabled = await conn.fetchval(
-        "SELECT enabled FROM alert_preferences WHERE client_id = $1", client_id
+async def alert_preferences(conn: Conn, client_id: str) -> Preferences:
+    row = await conn.fetchrow(
+        "SELECT enabled, disabled_types FROM alert_preferences WHERE client_id = $1", client_id
     )
-    return True if enabled is None else bool(enabled)
+    if row is None:
+        return Preferences()
+    return Preferences(bool(row["enabled"]), frozenset(row["disabled_types"]))
 
 
 async def move_conversation(

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flows.alerts import ALERT_TYPES, SECURITY, SWITCHABLE, Preferences, catalog_key
 from flows.billing import Client, ClientLookup, Found, Service
 from flows.catalog import default_catalog
 from flows.conversation import handle
@@ -73,11 +74,14 @@ class FakeBilling:
 
 
 class FakeAlerts:
-    def __init__(self, disabled: Sequence[str] = ()) -> None:
-        self.disabled = set(disabled)
+    """Alert switches in memory: the clients with every alert off, and alert types off."""
 
-    async def alerts_enabled(self, client_id: str) -> bool:
-        return client_id not in self.disabled
+    def __init__(self, disabled: Sequence[str] = (), types_off: Sequence[str] = ()) -> None:
+        self.disabled = set(disabled)
+        self.types_off = frozenset(types_off)
+
+    async def alert_preferences(self, client_id: str) -> Preferences:
+        return Preferences(client_id not in self.disabled, self.types_off)
 
 
 def make_deps(alerts: FakeAlerts | None = None) -> Deps:
@@ -515,52 +519,264 @@ async def test_an_unknown_number_changing_number_is_moved_without_a_word() -> No
 
 
 # -- alerts ----------------------------------------------------------------------------
+# Titles come from the catalog (each alert's `title`); what is checked is the rule: every
+# alert shown with its state, the password alert always on, the right one switched.
 
 
-def alerts_body(on: bool) -> str:
-    status = CATALOG.text("alerts.status_on" if on else "alerts.status_off")
-    return CATALOG.text("alerts.body", status=status, panel_url=PANEL)
+def title(alert_type: str) -> str:
+    return CATALOG.text(f"{catalog_key(alert_type)}.title")
+
+
+def alert_lines(body: str) -> dict[str, str]:
+    """Each alert's line of the "Mis alertas" text, by type."""
+    lines = body.splitlines()
+    found = {}
+    for alert_type in ALERT_TYPES:
+        [line] = [line for line in lines if f"{title(alert_type)}:" in line]
+        found[alert_type] = line
+    return found
+
+
+def shown_on(body: str) -> set[str]:
+    """The switchable alerts the text says are on."""
+    lines = alert_lines(body)
+    on = {t for t in SWITCHABLE if "desactivada" not in lines[t]}
+    assert all(("desactivada" in lines[t]) != (t in on) for t in SWITCHABLE)
+    return on
+
+
+def assert_alerts_screen(message: Message, *, on: set[str]) -> None:
+    assert isinstance(message, Buttons)
+    assert shown_on(message.body) == on
+    [security] = SECURITY
+    line = alert_lines(message.body)[security]
+    assert "siempre" in line and "seguridad" in line  # never off
+    assert PANEL in message.body  # their phone is where alerts go
+    expected = ["alerts:on" if not on else "alerts:off", "alerts:pick", "menu"]
+    assert ids(message) == expected
+
+
+async def switch(inbound: Inbound, alerts: FakeAlerts, state: str = "menu.alerts") -> Turn:
+    return await send(inbound, state=state, deps=make_deps(alerts))
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-async def test_alerts_show_their_status(enabled: bool) -> None:
+async def test_alerts_show_each_alert_and_its_state(enabled: bool) -> None:
     deps = make_deps(FakeAlerts(disabled=() if enabled else [JUAN.id]))
     turn = await send(tap("alerts"), deps=deps)
     assert turn.state == "menu.alerts"
     message = only(turn)
+    assert_alerts_screen(message, on=set(SWITCHABLE) if enabled else set())
     assert isinstance(message, Buttons)
-    assert message.body == alerts_body(enabled)
-    assert ids(message) == ["alerts:toggle", "menu"]
-    toggle = "alerts.turn_off" if enabled else "alerts.turn_on"
-    assert titles(message)[0] == CATALOG.text(toggle)
+    assert titles(message)[0] == CATALOG.text("alerts.turn_off" if enabled else "alerts.turn_on")
+
+
+async def test_alerts_show_the_ones_switched_off() -> None:
+    off = ["invoice.created", "domain.deleted"]
+    turn = await send(tap("alerts"), deps=make_deps(FakeAlerts(types_off=off)))
+    assert_alerts_screen(only(turn), on=set(SWITCHABLE) - set(off))
 
 
 async def test_turning_alerts_off() -> None:
-    turn = await send(tap("alerts:toggle"), state="menu.alerts", deps=make_deps(FakeAlerts()))
+    turn = await switch(tap("alerts:off"), FakeAlerts())
     assert turn.effects == [SetAlerts(JUAN.id, False)]
     done, screen = (r.message for r in turn.replies)
     assert text_of(done) == CATALOG.text("alerts.now_off")
-    assert isinstance(screen, Buttons)
-    assert screen.body == alerts_body(False)
-    assert titles(screen)[0] == CATALOG.text("alerts.turn_on")
+    assert_alerts_screen(screen, on=set())
+    assert turn.state == "menu.alerts"
 
 
-async def test_turning_alerts_on() -> None:
-    deps = make_deps(FakeAlerts(disabled=[JUAN.id]))
-    turn = await send(tap("alerts:toggle"), state="menu.alerts", deps=deps)
+@pytest.mark.parametrize(
+    "alerts",
+    [FakeAlerts(disabled=[JUAN.id]), FakeAlerts(types_off=SWITCHABLE)],
+    ids=["all off", "each off"],
+)
+async def test_turning_alerts_on(alerts: FakeAlerts) -> None:
+    turn = await switch(tap("alerts:on"), alerts)
     assert turn.effects == [SetAlerts(JUAN.id, True)]
-    assert text_of(turn.replies[0].message) == CATALOG.text("alerts.now_on")
+    done, screen = (r.message for r in turn.replies)
+    assert text_of(done) == CATALOG.text("alerts.now_on")
+    assert_alerts_screen(screen, on=set(SWITCHABLE))
 
 
-async def test_typing_desactivar_turns_alerts_off() -> None:
-    turn = await send(text_in("desactivar"), state="menu.alerts")
+async def test_all_on_typed_while_some_are_off_turns_them_all_on() -> None:
+    turn = await switch(text_in("activar todas"), FakeAlerts(types_off=["invoice.paid"]))
+    assert turn.effects == [SetAlerts(JUAN.id, True)]
+
+
+@pytest.mark.parametrize("typed", ["desactivar", "desactivar todas", "1"])
+async def test_typing_desactivar_turns_alerts_off(typed: str) -> None:
+    turn = await send(text_in(typed), state="menu.alerts")
     assert turn.effects == [SetAlerts(JUAN.id, False)]
 
 
 async def test_no_quiero_alertas_never_turns_them_on() -> None:
     deps = make_deps(FakeAlerts(disabled=[JUAN.id]))
     turn = await send(text_in("no quiero alertas"), state="menu.alerts", deps=deps)
-    assert SetAlerts(JUAN.id, True) not in turn.effects
+    assert not any(isinstance(e, SetAlerts) and e.enabled for e in turn.effects)
+
+
+def pick_rows(message: Message) -> list[tuple[str, str, str]]:
+    assert isinstance(message, ListMessage)
+    return [(r.id, r.title, r.description) for s in message.sections for r in s.rows]
+
+
+@pytest.mark.parametrize("how", [tap("alerts:pick"), text_in("elegir cuales"), text_in("2")])
+async def test_choosing_which_lists_the_switchable_alerts(how: Inbound) -> None:
+    turn = await switch(how, FakeAlerts(types_off=["quote.created"]))
+    assert turn.state == "menu.alerts_pick"
+    message = only(turn)
+    rows = pick_rows(message)
+    assert [row_id for row_id, _, _ in rows] == [f"alert:{t}" for t in SWITCHABLE]
+    assert len(rows) <= 10
+    for (_, row_title, description), alert_type in zip(rows, SWITCHABLE, strict=True):
+        assert len(row_title) <= 24
+        assert title(alert_type) in row_title  # whole, never cut
+        off = alert_type == "quote.created"
+        assert description.startswith("Desactivada" if off else "Activada"), description
+    # The password alert cannot be switched: not a row, and the text says why.
+    assert all("password" not in row_id for row_id, _, _ in rows)
+    assert isinstance(message, ListMessage)
+    assert "clave" in message.body and "seguridad" in message.body
+
+
+async def test_tapping_an_alert_switches_it_off_and_shows_the_state() -> None:
+    turn = await switch(tap("alert:invoice.created"), FakeAlerts(), state="menu.alerts_pick")
+    assert turn.effects == [SetAlerts(JUAN.id, False, "invoice.created")]
+    said, screen = (r.message for r in turn.replies)
+    assert text_of(said) == CATALOG.text("alerts.type_now_off", title=title("invoice.created"))
+    assert_alerts_screen(screen, on=set(SWITCHABLE) - {"invoice.created"})
+    assert turn.state == "menu.alerts"
+
+
+async def test_tapping_an_alert_that_is_off_switches_it_on() -> None:
+    alerts = FakeAlerts(types_off=["invoice.created", "invoice.paid"])
+    turn = await switch(tap("alert:invoice.paid"), alerts, state="menu.alerts_pick")
+    assert turn.effects == [SetAlerts(JUAN.id, True, "invoice.paid")]
+    said, screen = (r.message for r in turn.replies)
+    assert text_of(said) == CATALOG.text("alerts.type_now_on", title=title("invoice.paid"))
+    assert_alerts_screen(screen, on=set(SWITCHABLE) - {"invoice.created"})
+
+
+async def test_one_alert_on_while_all_are_off_is_the_only_one_on() -> None:
+    alerts = FakeAlerts(disabled=[JUAN.id])
+    turn = await switch(tap("alert:invoice.created"), alerts, state="menu.alerts_pick")
+    assert turn.effects == [SetAlerts(JUAN.id, True, "invoice.created")]
+    assert_alerts_screen(turn.replies[1].message, on={"invoice.created"})
+
+
+@pytest.mark.parametrize(
+    ("typed", "alert_type"),
+    [
+        ("facturas nuevs", "invoice.created"),  # a typo
+        ("PRESUPUESTOS", "quote.created"),
+        ("servicio dado de baja", "service.terminated"),
+        ("3", SWITCHABLE[2]),  # its number on the list
+    ],
+)
+async def test_an_alert_typed_on_the_list_switches(typed: str, alert_type: str) -> None:
+    turn = await switch(text_in(typed), FakeAlerts(), state="menu.alerts_pick")
+    assert turn.effects == [SetAlerts(JUAN.id, False, alert_type)]
+
+
+@pytest.mark.parametrize("state", ["menu.alerts", "menu.alerts_pick"])
+async def test_an_alert_typed_with_its_way_goes_that_way(state: str) -> None:
+    alerts = FakeAlerts(types_off=["invoice.created"])
+    # Already off: "desactivar" keeps it off rather than switching it on.
+    turn = await switch(text_in("desactivar facturas nuevas"), alerts, state=state)
+    assert turn.effects == [SetAlerts(JUAN.id, False, "invoice.created")]
+    turn = await switch(text_in("activar facturas nuevas"), alerts, state=state)
+    assert turn.effects == [SetAlerts(JUAN.id, True, "invoice.created")]
+    # Naming one alert is not "all of them".
+    turn = await switch(text_in("desactivar pagos recibidos"), alerts, state=state)
+    assert turn.effects == [SetAlerts(JUAN.id, False, "invoice.paid")]
+
+
+@pytest.mark.parametrize("state", ["menu.alerts", "menu.alerts_pick"])
+async def test_the_password_alert_cannot_be_switched_off(state: str) -> None:
+    [security] = SECURITY
+    turn = await switch(text_in(f"desactivar {title(security)}"), FakeAlerts(), state=state)
+    assert turn.effects == []
+    said = text_of(only(turn))
+    assert title(security) in said and "seguridad" in said and "no se puede" in said
+    assert turn.state == state
+
+
+async def test_back_from_the_list_is_the_alerts_screen() -> None:
+    turn = await switch(text_in("volver"), FakeAlerts(), state="menu.alerts_pick")
+    assert turn.state == "menu.alerts"
+    assert_alerts_screen(only(turn), on=set(SWITCHABLE))
+
+
+# -- "BAJA ALERTAS", anywhere ---------------------------------------------------------
+
+STOP = [
+    "BAJA ALERTAS",
+    "STOP",
+    "Stop.",
+    "baja de alertas",
+    "no quiero más avisos",
+    "no quiero recibir más alertas",
+    "No quiero recibir mas alertas por favor",
+    "baja alertsa",  # typos
+    "no qiero mas avisos",
+    "no quiero recivir mas alertas",
+    "no me manden mas avisos por aca",
+    "No más alertas",
+]
+NOT_STOP = [
+    "quiero dar de baja mi servicio",  # the cancellation
+    "dar de baja",
+    "mis alertas",
+    "activar alertas",
+    "quiero recibir alertas",
+    "quiero más avisos",  # no "no"
+    "no, quiero las alertas",  # "las", not "más"
+    "el servidor de la radio hizo stop",  # "stop" inside a sentence
+    "por que no me llegan mas avisos",
+    "baja de dominios",
+]
+EVERY_STATE = ["menu.start", "menu.main", "menu.handed_over", "menu.ended", *MID_FLOW]
+
+
+@pytest.mark.parametrize("state", EVERY_STATE)
+@pytest.mark.parametrize("typed", STOP)
+async def test_stop_anywhere_turns_the_alerts_off_and_stays(state: str, typed: str) -> None:
+    context = {"faq": "backups", "soon": "upgrade"}
+    turn = await send(text_in(typed), state=state, context=context)
+    assert turn.effects == [SetAlerts(JUAN.id, False)]
+    said = text_of(only(turn))
+    assert "desactivamos" in said
+    assert "clave" in said and "seguridad" in said  # the password alert still comes
+    assert "escriba *alertas*" in said  # and how to have them back
+    assert turn.state == state and turn.context == context
+
+
+@pytest.mark.parametrize("typed", NOT_STOP)
+async def test_sentences_that_are_not_stop(typed: str) -> None:
+    turn = await send(text_in(typed))
+    assert SetAlerts(JUAN.id, False) not in turn.effects
+
+
+async def test_quiero_dar_de_baja_mi_servicio_is_the_cancellation() -> None:
+    turn = await send(text_in("quiero dar de baja mi servicio"))
+    assert turn.effects == []
+    assert turn.context.get("soon") == "cancel"
+
+
+@pytest.mark.parametrize("identity", [UNKNOWN, NO_PHONE], ids=["unknown", "no_phone"])
+async def test_stop_from_an_unknown_number_says_there_are_no_alerts(identity: Identity) -> None:
+    turn = await send(text_in("BAJA ALERTAS"), identity=identity, state="menu.faq")
+    assert turn.effects == []
+    said = text_of(only(turn))
+    assert "no le enviamos alertas" in said
+    assert turn.state == "menu.faq"
+
+
+async def test_stop_from_a_number_on_several_accounts_changes_nothing() -> None:
+    turn = await send(text_in("STOP"), identity=SEVERAL)
+    assert turn.effects == []
+    assert "asesor" in text_of(only(turn))
 
 
 # -- options of later releases ---------------------------------------------------------

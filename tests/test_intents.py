@@ -4,16 +4,17 @@ traps included, and the intent each must reach — from the main menu and from t
 
 Intents: `faq:<topic>` (a frequent question answered), `upgrade`, `transfer`, `cancel`
 (their conversations), `alerts`, `faq` (the list), `human` (handed to a person), `buy` (a
-prospect: the plans), `thanks` / `ok` (a warm word, nothing moves), None (not understood:
-the ladder — the score cut-off fails closed).
+prospect: the plans), `thanks` / `ok` (a warm word, nothing moves), `stop` (every alert
+but the security one off, nothing moves), None (not understood: the ladder — the score
+cut-off fails closed).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from flows.runtime import LADDER_KEY, Turn
-from tests.test_flows_menu import CATALOG, send, text_in
+from flows.runtime import LADDER_KEY, SetAlerts, Turn
+from tests.test_flows_menu import CATALOG, JUAN, send, text_in
 
 SENTENCES: list[tuple[str, str | None]] = [
     # Frequent questions
@@ -42,7 +43,13 @@ SENTENCES: list[tuple[str, str | None]] = [
     ("cancelar mi servicio", "cancel"),
     ("no quiero renovar el hosting", "cancel"),
     ("desactivar las alertas", "alerts"),
-    ("no me manden mas avisos por aca", "alerts"),
+    ("quiero elegir que avisos me llegan", "alerts"),
+    # Stopping the alerts (all but the security one), said any way, from anywhere
+    ("no me manden mas avisos por aca", "stop"),
+    ("BAJA ALERTAS", "stop"),
+    ("no quiero recibir más alertas", "stop"),
+    ("STOP", "stop"),
+    ("quiero dar de baja mi servicio", "cancel"),  # a service, not the alerts
     # A person
     ("quiero hablar con un asesor", "human"),
     ("necesito soporte tecnico", "human"),
@@ -73,6 +80,9 @@ def intent_of(turn: Turn, state_before: str) -> str | None:
         return "thanks"
     if said == CATALOG.text("common.ok"):
         return "ok"
+    if turn.effects == [SetAlerts(JUAN.id, False)]:
+        assert turn.state == state_before
+        return "stop"
     if LADDER_KEY in turn.context:
         return None
     assert turn.state != state_before or turn.replies, "nothing happened"
