@@ -17,55 +17,19 @@ import asyncio
 import json
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import pg
 from bot.fakes.cloud_api import FakeCloudAPI
-from bot.signatures import sign
 from store.billing_local import LocalBilling
 from tests.billing_fixture import bulk_clients
+from tests.event_load import event_bodies, post_events
 from tests.harness import APP_SECRET, PHONE_ID, TOKEN
 from tests.procs import ServerProcess, free_port, server_env
 
 SECRET = "bench-events"
 PER_CLIENT = 5
-TYPES = ("invoice.created", "invoice.paid", "service.suspended", "service.unsuspended",
-         "quote.created")  # fmt: skip
-
-
-def bodies(events: int) -> list[bytes]:
-    clients = events // PER_CLIENT
-    out = []
-    for n in range(PER_CLIENT):
-        for c in range(clients):
-            client = f"load{1000 + c}"
-            data = {"invoice_id": f"{client}-{n}", "total": "10.50", "due_date": "2027-01-10",
-                    "service_id": f"s-{client}", "service": f"sitio{c}.com.ar",
-                    "quote_id": f"Q{c}-{n}"}  # fmt: skip
-            event = {"id": f"ev-{client}-{n}", "type": TYPES[n], "client_id": client,
-                     "occurred_at": datetime.now(UTC).isoformat(), "data": data}  # fmt: skip
-            out.append(json.dumps(event).encode())
-    return out
-
-
-async def post_all(url: str, events: list[bytes], concurrency: int = 16) -> None:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for b in events:
-        queue.put_nowait(b)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            body = queue.get_nowait()
-            headers = {"Content-Type": "application/json", "X-Signature-256": sign(body, SECRET)}
-            async with session.post(f"{url}/events", data=body, headers=headers) as r:
-                assert r.status == 202, await r.text()
-
-    async with aiohttp.ClientSession() as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
 
 
 async def run(events: int, rate: float) -> dict[str, Any]:
@@ -84,9 +48,9 @@ async def run(events: int, rate: float) -> dict[str, Any]:
                 server = ServerProcess(env, Path(logs) / "server.log")
                 await server.start()
                 try:
-                    payload = bodies(events)
+                    payload = event_bodies(events // PER_CLIENT, PER_CLIENT)
                     started = time.monotonic()
-                    await post_all(server.url, payload)
+                    await post_events(server.url, payload, SECRET)
                     posted = time.monotonic() - started
                     settled_at = delivered_at = None
                     while settled_at is None or delivered_at is None:

@@ -6,19 +6,17 @@ limit (RECIPIENT_BURST, RECIPIENT_INTERVAL_SECONDS) never exceeded at the fake A
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 
 from bot.fakes.cloud_api import FakeCloudAPI, SentMessage
-from bot.signatures import sign
 from store.billing_local import LocalBilling
 from tests.billing_fixture import bulk_clients, bulk_wa_id
+from tests.event_load import event_bodies, post_events
 from tests.harness import APP_SECRET, PHONE_ID, TOKEN, awkward_fake_options, outbox_id_of
 from tests.procs import ServerProcess, free_port, server_env
 
@@ -27,62 +25,6 @@ CLIENTS = 2000
 PER_CLIENT = 5
 BURST = 2
 INTERVAL = 0.2
-TYPES = ("invoice.created", "invoice.paid", "service.suspended", "service.unsuspended",
-         "quote.created")  # fmt: skip
-
-
-def events() -> list[bytes]:
-    """Client after client in turns, as a billing system's nightly run interleaves them."""
-    bodies = []
-    for n in range(PER_CLIENT):
-        for c in range(CLIENTS):
-            client = f"load{1000 + c}"
-            data = {
-                "invoice_id": f"{client}-{n}",
-                "total": f"{10 + n}.50",
-                "due_date": "2027-01-10",
-                "service_id": f"s-{client}",
-                "service": f"sitio{c}.com.ar",
-                "quote_id": f"Q{c}-{n}",
-            }
-            bodies.append(
-                json.dumps(
-                    {
-                        "id": f"ev-{client}-{n}",
-                        "type": TYPES[n],
-                        "occurred_at": datetime.now(UTC).isoformat(),
-                        "client_id": client,
-                        "data": data,
-                    }
-                ).encode()
-            )
-    return bodies
-
-
-async def post_all(url: str, bodies: list[bytes]) -> None:
-    """POST each event until it is answered 202, retrying as the forwarder's caller would
-    (WHMCS retries a failed hook on its next run; here at once, with a little backoff)."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            body = queue.get_nowait()
-            headers = {"Content-Type": "application/json", "X-Signature-256": sign(body, SECRET)}
-            attempt = 0
-            while True:
-                try:
-                    async with session.post(f"{url}/events", data=body, headers=headers) as r:
-                        if r.status == 202:
-                            break
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                attempt += 1
-                await asyncio.sleep(min(1.0, 0.05 * attempt))
-
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        await asyncio.gather(*(worker(session) for _ in range(16)))
 
 
 async def until_sent(fake: FakeCloudAPI, count: int, timeout: float) -> None:
@@ -116,7 +58,7 @@ async def test_ten_thousand_events_killed_mid_way_each_alerted_once(
     pool: asyncpg.Pool, database_url: str, tmp_path: Path
 ) -> None:
     await LocalBilling(pool).load(bulk_clients(CLIENTS))
-    bodies = events()
+    bodies = event_bodies(CLIENTS, PER_CLIENT)
     assert len(bodies) == CLIENTS * PER_CLIENT == 10_000
     async with FakeCloudAPI(
         phone_id=PHONE_ID, token=TOKEN, app_secret=APP_SECRET, statuses=("sent",),
@@ -132,7 +74,7 @@ async def test_ten_thousand_events_killed_mid_way_each_alerted_once(
         server = ServerProcess(env, tmp_path / "server.log")
         await server.start()
         try:
-            posting = asyncio.create_task(post_all(server.url, bodies))
+            posting = asyncio.create_task(post_events(server.url, bodies, SECRET))
             # Kill when events are still unsettled and alerts still unsent (a client's
             # third alert waits for the pair limit): work in flight on both sides.
             loop = asyncio.get_running_loop()

@@ -40,6 +40,7 @@ from flows.billing import (
 )
 from flows.pricing import Policy
 from store import whmcs_index
+from tests.whmcs_backend import Make, billings
 
 IDENTIFIER = "whmcs-identifier-7f3a"
 SECRET = "whmcs-secret-9c1e"
@@ -204,8 +205,6 @@ DATA: dict[str, Any] = {
     ],
 }
 
-Make = Callable[..., Awaitable[WhmcsBilling]]
-
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeWhmcs]:
@@ -216,18 +215,8 @@ async def fake() -> AsyncIterator[FakeWhmcs]:
 @pytest.fixture
 async def make(db: asyncpg.Pool, fake: FakeWhmcs, tmp_path: Path) -> AsyncIterator[Make]:
     """WhmcsBilling(settings, pool) pointed at the fake; `**changes` alter the settings."""
-    made: list[WhmcsBilling] = []
-
-    async def build(**changes: Any) -> WhmcsBilling:
-        settings = fake.settings_for(Settings(), tmp_path / "whmcs_upgrades.toml")
-        settings = settings.with_(**{"whmcs_timeout_seconds": 2.0, **changes})
-        billing = WhmcsBilling(settings, db)
-        made.append(billing)
-        return billing
-
-    yield build
-    for billing in made:
-        await billing.close()
+    async with billings(db, fake, tmp_path) as build:
+        yield build
 
 
 @pytest.fixture

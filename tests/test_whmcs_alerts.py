@@ -5,7 +5,7 @@ with the phone alerts go to."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +22,7 @@ from bot.whmcs.api import PAGE
 from flows.billing import BillingUnavailable, EventFacts, Found, Segment
 from flows.phones import whatsapp_id_for
 from store import whmcs_index
+from tests.whmcs_backend import Make, billings
 
 IDENTIFIER = "whmcs-identifier-alerts"
 SECRET = "whmcs-secret-alerts"
@@ -174,8 +175,6 @@ DATA: dict[str, Any] = {
     ],
 }
 
-Make = Callable[..., Awaitable[WhmcsBilling]]
-
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeWhmcs]:
@@ -191,18 +190,8 @@ async def fake() -> AsyncIterator[FakeWhmcs]:
 
 @pytest.fixture
 async def make(db: asyncpg.Pool, fake: FakeWhmcs, tmp_path: Path) -> AsyncIterator[Make]:
-    made: list[WhmcsBilling] = []
-
-    async def build(**changes: Any) -> WhmcsBilling:
-        settings = fake.settings_for(Settings(), tmp_path / "whmcs_upgrades.toml")
-        settings = settings.with_(**{"whmcs_timeout_seconds": 2.0, **changes})
-        billing = WhmcsBilling(settings, db)
-        made.append(billing)
-        return billing
-
-    yield build
-    for billing in made:
-        await billing.close()
+    async with billings(db, fake, tmp_path) as build:
+        yield build
 
 
 @pytest.fixture
