@@ -135,6 +135,29 @@ class PlacedUpgrade:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingUpgrade:
+    """An upgrade ordered and not paid yet: its invoice, and the package it moves the
+    service to once paid."""
+
+    service_id: str
+    product_id: str
+    product_name: str
+    invoice_id: str
+    invoice_url: str
+    total: Decimal
+    ordered_on: date | None  # when the invoice was generated
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredUpgrade:
+    """An upgrade invoice voided for being unpaid too long (`Billing.expire_upgrades`)."""
+
+    client_id: str
+    service_id: str
+    invoice_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class EventFacts:
     """What an alert shows about its event (SPEC §4: `data` may carry ids only): the
     event's own data first, what the backend looked up filling the rest. None: unknown."""
@@ -148,6 +171,10 @@ class EventFacts:
     subject: str = ""
     valid_until: date | None = None
     domain: str | None = None
+    # For an invoice that pays (or paid for) an upgrade the bot placed or the customer
+    # ordered: the package the service moves to. The payment's alert then says the
+    # service is on it; a voided one, that the upgrade's quote expired.
+    upgrade_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +246,8 @@ class BillingRefused(BillingError):
 
 
 # Reasons of BillingRefused that the flows explain to the customer.
+# An unpaid upgrade invoice for this service is pending; `detail` is its invoice id.
+UPGRADE_PENDING = "upgrade_pending"
 NOT_FOUND = "not_found"  # no such record for this client (never says whose it is)
 NOT_AN_UPGRADE = "not_an_upgrade"  # priced equal or below: a downgrade (help page)
 NOT_OFFERED = "not_offered"  # not among the packages the systems can move it to
@@ -274,6 +303,11 @@ class BillingReader(Protocol):
         self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
     ) -> UpgradeQuote: ...
 
+    async def pending_upgrade(self, client_id: str, service_id: str) -> PendingUpgrade | None:
+        """The service's upgrade ordered and still unpaid, if any (one at a time: a second
+        order is refused with UPGRADE_PENDING while it is)."""
+        ...
+
 
 class Billing(BillingReader, Protocol):
     """The whole billing interface: the reads, and the changes the command worker makes
@@ -289,7 +323,9 @@ class Billing(BillingReader, Protocol):
         today: date,
         request_id: str,
     ) -> PlacedUpgrade:
-        """Generate the invoice; once it is paid the upgrade applies by itself."""
+        """Generate the invoice; once it is paid the upgrade applies by itself. Refused
+        with UPGRADE_PENDING (detail: the invoice id) while an earlier upgrade of the
+        service is unpaid; asked again with the same request id, the first answer."""
         ...
 
     # -- cancellations, domains, transfers ---------------------------------------------
@@ -325,6 +361,12 @@ class Billing(BillingReader, Protocol):
 
     async def segment_clients(self, segment: Segment) -> list[str]:
         """The ids of the clients in `segment`, in a stable order."""
+        ...
+
+    async def expire_upgrades(self, placed_before: datetime) -> list[ExpiredUpgrade]:
+        """Void the upgrade invoices the bot placed before `placed_before` that are still
+        unpaid (the billing system then announces invoice.cancelled, which the alert says
+        as the quote expired). Safe to run again and from several processes."""
         ...
 
 
