@@ -159,6 +159,8 @@ class AlertWorker:
             return Skip(event.id, rules.ALERTS_OFF)
         if wa_id is None:
             return Skip(event.id, rules.NO_WHATSAPP)
+        if event.type == "invoice.created" and facts.ordered_in_chat:
+            return Skip(event.id, rules.TOLD_IN_CHAT)
         reply = rules.alert(self.catalog, event.type, client, facts, self.settings.panel_url)
         person = people.get(event.client_id) or Person(None, wa_id)
         return Queue(

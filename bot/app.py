@@ -20,6 +20,7 @@ from bot.dispatcher import Dispatcher
 from bot.listener import Signals
 from bot.sender import Sender
 from bot.status_writer import StatusWriter
+from bot.upkeep import Upkeep
 from bot.wa_client import CloudAPI
 from bot.webhook import POOL, SETTINGS, SIGNALS, STATUS_WRITER
 from flows.billing import Billing
@@ -115,6 +116,7 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
         sender: Sender | None = None
         command_worker: CommandWorker | None = None
         alert_worker: AlertWorker | None = None
+        upkeep: Upkeep | None = None
         cloud: CloudAPI | None = None
         if workers:
             dispatcher = Dispatcher(pool, settings, billing, default_catalog(), signals)
@@ -129,14 +131,16 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
             sender = Sender(pool, settings, cloud, signals)
             command_worker = CommandWorker(pool, settings, billing, signals)
             alert_worker = AlertWorker(pool, settings, billing, default_catalog(), signals)
+            upkeep = Upkeep(settings, billing, signals)
             tasks = [
                 asyncio.create_task(dispatcher.run(), name="dispatcher"),
                 asyncio.create_task(sender.run(), name="sender"),
                 asyncio.create_task(command_worker.run(), name="commands"),
                 asyncio.create_task(alert_worker.run(), name="alerts"),
+                asyncio.create_task(upkeep.run(), name="upkeep"),
             ]
         yield
-        for worker in (dispatcher, sender, command_worker, alert_worker):
+        for worker in (dispatcher, sender, command_worker, alert_worker, upkeep):
             if worker is not None:
                 worker.stop()
         for task in tasks:

@@ -93,6 +93,10 @@ class Settings:
     # Events older than this are refused (422): longer than any retry of the forwarder,
     # and no replay of a captured event once its id is purged.
     events_max_age: timedelta = timedelta(days=7)
+    # An upgrade's invoice unpaid this long is voided and the customer told the quote
+    # expired; the check runs every UPKEEP_SECONDS.
+    upgrade_invoice_ttl: timedelta = timedelta(days=7)
+    upkeep_seconds: float = 300.0
     billing_backend: str = "local"
     whmcs_url: str = ""
     whmcs_identifier: str = ""
@@ -183,6 +187,8 @@ class Settings:
             whatsapp_api_version=env.get("WHATSAPP_API_VERSION", "23.0"),
             events_secret=env.get("EVENTS_SECRET", ""),
             events_max_age=_duration(env, "EVENTS_MAX_AGE", timedelta(days=7)),
+            upgrade_invoice_ttl=_duration(env, "UPGRADE_INVOICE_TTL", timedelta(days=7)),
+            upkeep_seconds=max(1.0, _float(env, "UPKEEP_SECONDS", 300.0)),
             billing_backend=backend,
             whmcs_url=env.get("WHMCS_URL", ""),
             whmcs_identifier=env.get("WHMCS_IDENTIFIER", ""),

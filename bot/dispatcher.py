@@ -43,6 +43,7 @@ from flows.commands import (
 )
 from flows.matching import Matcher
 from flows.outbound import Reply, Text, to_json
+from flows.pricing import Policy
 from flows.runtime import (
     ConversationView,
     Deps,
@@ -109,6 +110,8 @@ class Dispatcher:
             session_ttl=timedelta(minutes=settings.session_ttl_minutes),
             panel_url=settings.panel_url,
             plans_url=settings.plans_url or f"{settings.panel_url}/cart.php",
+            upgrade_policy=Policy(settings.upgrade_pricing),
+            timezone=settings.display_timezone,
         )
         self._readers = asyncio.Semaphore(settings.dispatch_batch_readers)
         # After a batch failed as a whole: how many claims to make one message at a time.

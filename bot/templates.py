@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flows.alerts import ALERT_TYPES, catalog_key
+from flows.alerts import MESSAGE_KEYS
 from flows.catalog import Catalog
 
 LANGUAGE = "es"
@@ -37,10 +37,11 @@ _VARIABLE = "{{1}}"
 
 
 def definitions(catalog: Catalog, panel_url: str) -> list[dict[str, Any]]:
-    """The 11 alerts' templates, in ALERT_TYPES order, as Meta's creation JSON."""
+    """The alerts' templates (the 11 event types' in ALERT_TYPES order, then an upgrade's
+    paid and expired variants), as Meta's creation JSON."""
     panel = panel_url.rstrip("/")
     footer = _raw_text(catalog, "alerts.template_footer")
-    return [_definition(catalog, catalog_key(t), panel, footer) for t in ALERT_TYPES]
+    return [_definition(catalog, key, panel, footer) for key in MESSAGE_KEYS]
 
 
 def param_counts(catalog: Catalog) -> dict[str, tuple[int, int]]:

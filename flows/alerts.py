@@ -42,6 +42,8 @@ UNKNOWN_CLIENT = "unknown_client"
 NO_WHATSAPP = "no_whatsapp_number"
 ALERTS_OFF = "alerts_off"
 TOO_OLD = "too_old"  # the billing system could not give its details for too long
+# An upgrade's invoice ordered in the chat: the conversation gave its link already.
+TOLD_IN_CHAT = "told_in_chat"
 
 # Meta: a template parameter may not hold newlines, tabs or more than 4 spaces in a row;
 # long values are cut (a body is at most 1,024 characters with its parameters).
@@ -51,6 +53,23 @@ _BLANKS = re.compile(r"\s+")
 
 def catalog_key(event_type: str) -> str:
     return "alerts.event." + event_type.replace(".", "_")
+
+
+# An upgrade's invoice paid or voided: one message saying what it means for the service
+# (now on the new plan; the upgrade's quote expired), instead of the generic one.
+UPGRADE_APPLIED = "alerts.event.upgrade_applied"
+UPGRADE_EXPIRED = "alerts.event.upgrade_expired"
+# Every message an event can become, each with its template (`templates export`).
+MESSAGE_KEYS = (*(catalog_key(t) for t in ALERT_TYPES), UPGRADE_APPLIED, UPGRADE_EXPIRED)
+
+
+def message_key(event_type: str, facts: EventFacts) -> str:
+    """The message for this event: its type's, or an upgrade's variant."""
+    if facts.upgrade_to and event_type == "invoice.paid":
+        return UPGRADE_APPLIED
+    if facts.upgrade_to and event_type == "invoice.cancelled":
+        return UPGRADE_EXPIRED
+    return catalog_key(event_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +124,7 @@ def fields(
         "domain": facts.domain or "-",
         "subject": "",
         "valid_until": "",
+        "upgrade_to": facts.upgrade_to or "-",
     }
     if event_type == "quote.created":
         if facts.subject.strip():
@@ -122,7 +142,7 @@ def alert(
 ) -> Reply:
     """The one message for this event: its text, and its template for outside the 24 h
     window (parameters made safe for Meta)."""
-    base = catalog_key(event_type)
+    base = message_key(event_type, facts)
     values = fields(catalog, event_type, client, facts, panel_url)
     text = catalog.text(f"{base}.text", **values)
     params = tuple(template_param(values[name]) for name in catalog.words(f"{base}.params"))

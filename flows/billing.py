@@ -175,6 +175,9 @@ class EventFacts:
     # ordered: the package the service moves to. The payment's alert then says the
     # service is on it; a voided one, that the upgrade's quote expired.
     upgrade_to: str | None = None
+    # That upgrade was ordered in a conversation with the bot, which gave the invoice's
+    # link there: its "invoice created" alert would say it twice.
+    ordered_in_chat: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +305,11 @@ class BillingReader(Protocol):
     async def quote_upgrade(
         self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
     ) -> UpgradeQuote: ...
+
+    async def products_for(self, client_id: str) -> list[Product]:
+        """Every package the company sells, priced for this client (their currency): to
+        recognise one a customer names that is not among a service's upgrade paths."""
+        ...
 
     async def pending_upgrade(self, client_id: str, service_id: str) -> PendingUpgrade | None:
         """The service's upgrade ordered and still unpaid, if any (one at a time: a second

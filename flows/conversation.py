@@ -16,7 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-import flows.account  # noqa: F401  (registers the flow)
+import flows.account
+import flows.upgrade  # noqa: F401  (registers the flow)
 from flows.matching import fold
 from flows.menu import Menu
 from flows.outbound import Reply, Text

@@ -29,9 +29,9 @@ FAQ_TOPICS = (
 )
 
 # Options of the main menu that belong to conversations of later releases.
-COMING_SOON = ("upgrade", "transfer", "cancel")
+COMING_SOON = ("transfer", "cancel")
 # Every option of the main menu, in the order shown to an identified customer.
-MENU_OPTIONS = (*COMING_SOON, "account", "alerts", "faq", "human")
+MENU_OPTIONS = ("upgrade", *COMING_SOON, "account", "alerts", "faq", "human")
 
 # "Mis alertas" (every alert and its state) and the list to switch them one by one.
 ALERT_STATES = ("alerts", "alerts_pick")
@@ -91,6 +91,7 @@ class Menu(Step):
         {"trigger": "faq_answer", "source": "*", "dest": "faq_answer"},
         {"trigger": "prospect", "source": "*", "dest": "prospect"},
         {"trigger": "go_account", "source": "*", "dest": None, "after": "to_account"},
+        {"trigger": "go_upgrade", "source": "*", "dest": None, "after": "to_upgrade"},
     ]
 
     # -- choices per state ----------------------------------------------------------
@@ -103,9 +104,10 @@ class Menu(Step):
         hidden_faq = [_faq_choice(t, hidden=True) for t in FAQ_TOPICS]
         if not self.identified:
             return [faq, human, *hidden_faq]
+        upgrade = _menu_option("upgrade", "go_upgrade")
         soon = [_menu_option(o, "coming_soon", sets=(("soon", o),)) for o in COMING_SOON]
         account, alerts = _menu_option("account", "go_account"), _menu_option("alerts", "go_alerts")
-        return [*soon, account, alerts, faq, human, *hidden_faq]
+        return [upgrade, *soon, account, alerts, faq, human, *hidden_faq]
 
     def choices(self) -> list[Choice]:
         back = Choice("menu", "go_menu", "common.back_to_menu", "words.menu")
@@ -219,6 +221,10 @@ class Menu(Step):
         topic = self.ctx.get("faq")
         if topic not in FAQ_TOPICS:
             await self.trigger("go_faq")
+            return
+        if topic == "downgrade" and self.identified:
+            # A customer asking to move down: the answer, and their ways forward.
+            self.goto("upgrade", "downgrade")
             return
         self.say(f"faq.{topic}.answer", panel_url=self.deps.panel_details_url)
         self.send(self.prompt(self.t("faq.after_answer"), self.choices()))
@@ -370,12 +376,15 @@ class Menu(Step):
         self._preferences = switched(self._preferences or Preferences(), change)
 
     async def render_coming_soon(self) -> None:
-        option = self.ctx.get("soon", "upgrade")
+        option = self.ctx.get("soon", "cancel")
         body = self.t(f"menu.coming_soon.{option}", panel_url=self.deps.panel_url)
         self.send(self.prompt(body, self.choices()))
 
     def to_account(self) -> None:
         self.goto("account", "overview")
+
+    def to_upgrade(self) -> None:
+        self.goto("upgrade", "start")
 
     async def render_prospect(self) -> None:
         # Said in full once; asked again, the link alone.

@@ -30,9 +30,10 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from zoneinfo import ZoneInfo
 
 from transitions.extensions.asyncio import AsyncMachine
 
@@ -75,6 +76,7 @@ from flows.outbound import (
     Text,
     check_limits,
 )
+from flows.pricing import Policy
 
 if TYPE_CHECKING:
     # flows.alerts imports flows.account, which builds on this module.
@@ -213,6 +215,13 @@ class Deps:
     # is sent there), both https:// so that every WhatsApp client makes them tappable.
     panel_url: str = ""
     plans_url: str = ""
+    # How an upgrade is priced (UPGRADE_PRICING): under pro-rata the period cannot change.
+    upgrade_policy: Policy = Policy.DIFFERENCE
+    # The company's time zone (DISPLAY_TIMEZONE): "today" for quotes is its date.
+    timezone: str = "UTC"
+
+    def today(self) -> date:
+        return datetime.now(ZoneInfo(self.timezone)).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,14 +415,17 @@ class Step:
             return ""
         return choice.description if choice.literal else self.t(choice.description)
 
-    def prompt(self, body: str, choices: Sequence[Choice], *, button: str = "") -> Message:
-        """Buttons for up to three visible choices that fit on a button; otherwise a
-        numbered list, paged beyond 10 rows, with data titles fitted to the limits."""
+    def prompt(
+        self, body: str, choices: Sequence[Choice], *, button: str = "", as_list: bool = False
+    ) -> Message:
+        """Buttons for up to three visible choices that fit on a button; otherwise (or
+        `as_list`: options whose descriptions matter, such as prices) a numbered list,
+        paged beyond 10 rows, with data titles fitted to the limits."""
         visible = [c for c in choices if not c.hidden]
         titles = [self.title_of(c) for c in visible]
         labelled = list(zip(visible, titles, strict=True))
         too_long = any(c.literal and len(t) > BUTTON_TITLE_MAX for c, t in labelled)
-        if len(visible) <= BUTTONS_MAX and not too_long:
+        if len(visible) <= BUTTONS_MAX and not too_long and not as_list:
             return Buttons(body=body, buttons=tuple(Button(c.id, t) for c, t in labelled))
         page = self._page(len(visible))
         number_width = len(self.t("common.numbered", number=len(visible), title=""))

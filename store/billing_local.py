@@ -29,6 +29,7 @@ from flows.billing import (
     SAME_CLIENT,
     SERVICE_NOT_ACTIVE,
     UNPAID_INVOICES,
+    UPGRADE_PENDING,
     BillingRefused,
     CancellationKind,
     CancellationRequest,
@@ -37,8 +38,10 @@ from flows.billing import (
     ClientLookup,
     Domain,
     EventFacts,
+    ExpiredUpgrade,
     Found,
     Invoice,
+    PendingUpgrade,
     PlacedUpgrade,
     Product,
     Segment,
@@ -62,6 +65,16 @@ _SERVICE = """
 """
 _INVOICE = "SELECT id, client_id, service_id, total, status, due FROM billing_invoices"
 _DOMAIN = "SELECT id, client_id, name, status, auto_renew, next_due FROM billing_domains"
+# The invoice events whose alert names the package an upgrade invoice moves to.
+_UPGRADE_EVENTS = frozenset({"invoice.created", "invoice.paid", "invoice.cancelled"})
+# Products with their prices as {cycle: amount}; the caller adds WHERE and GROUP BY p.id.
+_PRODUCT = """
+    SELECT p.id, p.category_id, p.name,
+           coalesce(jsonb_object_agg(pp.cycle, pp.amount::text)
+                    FILTER (WHERE pp.cycle IS NOT NULL), '{}') AS prices
+    FROM billing_products AS p
+    LEFT JOIN billing_product_prices AS pp ON pp.product_id = p.id
+"""
 
 
 class LocalBilling:
@@ -163,6 +176,10 @@ class LocalBilling:
             UpgradeOption(Category(r["id"], r["name"]), tuple(by_category[r["id"]])) for r in rows
         ]
 
+    async def products_for(self, client_id: str) -> list[Product]:
+        rows = await self.pool.fetch(f"{_PRODUCT} GROUP BY p.id ORDER BY p.name")
+        return [_product(r) for r in rows]
+
     async def quote_upgrade(
         self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
     ) -> UpgradeQuote:
@@ -181,6 +198,9 @@ class LocalBilling:
         request_id: str,
     ) -> PlacedUpgrade:
         async with self.pool.acquire() as conn, conn.transaction():
+            # One order of a service at a time: a second request waits here, then finds
+            # the first one's invoice pending (or, the same request, its answer).
+            await conn.execute("SELECT FROM billing_services WHERE id = $1 FOR UPDATE", service_id)
             done = await conn.fetchrow(
                 "SELECT * FROM billing_upgrade_orders WHERE request_id = $1",
                 request_id,
@@ -188,6 +208,9 @@ class LocalBilling:
             if done is not None:
                 # Asked again: the first answer (the service may have moved on since).
                 return await self._placed_before(conn, done, today)
+            pending = await self._pending_upgrade(conn, client_id, service_id)
+            if pending is not None:
+                raise BillingRefused(UPGRADE_PENDING, pending.invoice_id)
             service = await self._own_service(client_id, service_id)
             product = await self._offered(service, product_id)
             quote = upgrade_quote(self.policy, service, product, cycle, today=today)
@@ -236,6 +259,69 @@ class LocalBilling:
             await self._emit(conn, "invoice.created", client_id, self._invoice_data(invoice))
         return PlacedUpgrade(quote, product, invoice, self._invoice_url(invoice.id))
 
+    async def pending_upgrade(self, client_id: str, service_id: str) -> PendingUpgrade | None:
+        """The service's upgrade order whose invoice is unpaid (billing_upgrade_orders:
+        every upgrade ordered here is the bot's), if the service is this client's."""
+        async with self.pool.acquire() as conn:
+            return await self._pending_upgrade(conn, client_id, service_id)
+
+    async def _pending_upgrade(
+        self, conn: Conn, client_id: str, service_id: str
+    ) -> PendingUpgrade | None:
+        row = await conn.fetchrow(
+            """
+            SELECT o.service_id, o.product_id, p.name AS product_name, i.id AS invoice_id,
+                   i.total, i.created_at
+            FROM billing_upgrade_orders AS o
+            JOIN billing_invoices AS i ON i.id = o.invoice_id
+            JOIN billing_services AS s ON s.id = o.service_id
+            JOIN billing_products AS p ON p.id = o.product_id
+            WHERE o.service_id = $2 AND s.client_id = $1 AND i.client_id = $1
+                AND i.status = 'unpaid' AND o.applied_at IS NULL
+            ORDER BY i.created_at DESC, o.id DESC LIMIT 1
+            """,
+            client_id,
+            service_id,
+        )
+        if row is None:
+            return None
+        return PendingUpgrade(
+            service_id=row["service_id"],
+            product_id=row["product_id"],
+            product_name=row["product_name"],
+            invoice_id=row["invoice_id"],
+            invoice_url=self._invoice_url(row["invoice_id"]),
+            total=Decimal(row["total"]),
+            ordered_on=row["created_at"].astimezone(self.zone).date(),
+        )
+
+    async def expire_upgrades(self, placed_before: datetime) -> list[ExpiredUpgrade]:
+        """Cancel the unpaid invoices of the upgrades ordered before `placed_before` (the
+        invoice's creation), as `cancel_invoice` does: invoice.cancelled is emitted in the
+        same transaction. The order stays, never applied (a cancelled invoice cannot be
+        paid). One transaction; invoices another process is expiring at this instant are
+        skipped (it does them), and one cancelled already is not looked at again: run
+        twice or from two processes, each invoice is cancelled, and announced, once."""
+        if placed_before.tzinfo is None:
+            raise ValueError("placed_before must be timezone-aware")
+        expired: list[ExpiredUpgrade] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                SELECT i.id, o.service_id FROM billing_invoices AS i
+                JOIN billing_upgrade_orders AS o ON o.invoice_id = i.id
+                WHERE i.status = 'unpaid' AND i.created_by_bot AND i.created_at < $1
+                    AND o.applied_at IS NULL
+                ORDER BY i.created_at, i.id
+                FOR UPDATE OF i SKIP LOCKED
+                """,
+                placed_before,
+            )
+            for row in rows:
+                invoice = await self._cancel(conn, row["id"])
+                expired.append(ExpiredUpgrade(invoice.client_id, row["service_id"], invoice.id))
+        return expired
+
     async def _order(
         self,
         conn: Conn,
@@ -268,15 +354,7 @@ class LocalBilling:
     async def _placed_before(self, conn: Conn, order: asyncpg.Record, today: date) -> PlacedUpgrade:
         """The answer a request got the first time it was asked."""
         product = await conn.fetchrow(
-            """
-            SELECT p.id, p.category_id, p.name,
-                   coalesce(jsonb_object_agg(pp.cycle, pp.amount::text)
-                            FILTER (WHERE pp.cycle IS NOT NULL), '{}') AS prices
-            FROM billing_products AS p
-            LEFT JOIN billing_product_prices AS pp ON pp.product_id = p.id
-            WHERE p.id = $1 GROUP BY p.id
-            """,
-            order["product_id"],
+            f"{_PRODUCT} WHERE p.id = $1 GROUP BY p.id", order["product_id"]
         )
         assert product is not None
         invoice = None
@@ -430,6 +508,20 @@ class LocalBilling:
         """The event's data, completed from our tables when it came with ids only (an
         event posted to /events rather than emitted here); only this client's records."""
         facts = facts_from_data(data)
+        if facts.invoice_id and facts.upgrade_to is None and event_type in _UPGRADE_EVENTS:
+            # The package an upgrade's invoice moves the service to.
+            upgrade_to = await self.pool.fetchval(
+                """
+                SELECT p.name FROM billing_upgrade_orders AS o
+                JOIN billing_invoices AS i ON i.id = o.invoice_id
+                JOIN billing_products AS p ON p.id = o.product_id
+                WHERE o.invoice_id = $1 AND i.client_id = $2
+                """,
+                facts.invoice_id,
+                client_id,
+            )
+            # Every local upgrade order is the bot's (the local backend has no client area).
+            facts = replace(facts, upgrade_to=upgrade_to, ordered_in_chat=upgrade_to is not None)
         if facts.invoice_id and (facts.total is None or facts.due is None or facts.url is None):
             row = await self.pool.fetchrow(
                 f"{_INVOICE} WHERE id = $1 AND client_id = $2", facts.invoice_id, client_id
@@ -611,23 +703,26 @@ class LocalBilling:
 
     async def cancel_invoice(self, invoice_id: str) -> Invoice:
         async with self.pool.acquire() as conn, conn.transaction():
-            status = await conn.fetchval(
-                "SELECT status FROM billing_invoices WHERE id = $1 FOR UPDATE", invoice_id
-            )
-            if status is None:
-                raise BillingRefused(NOT_FOUND, f"invoice {invoice_id}")
-            if status != "unpaid":
-                raise BillingRefused("invoice_not_unpaid", f"{invoice_id} is {status}")
-            row = await conn.fetchrow(
-                "UPDATE billing_invoices SET status = 'cancelled' WHERE id = $1 "
-                "RETURNING id, client_id, service_id, total, status, due",
-                invoice_id,
-            )
-            assert row is not None
-            invoice = _invoice(row)
-            await self._emit(
-                conn, "invoice.cancelled", invoice.client_id, self._invoice_data(invoice)
-            )
+            return await self._cancel(conn, invoice_id)
+
+    async def _cancel(self, conn: Conn, invoice_id: str) -> Invoice:
+        """Cancel an unpaid invoice and emit invoice.cancelled, in the caller's
+        transaction; any other is refused and nothing changes."""
+        status = await conn.fetchval(
+            "SELECT status FROM billing_invoices WHERE id = $1 FOR UPDATE", invoice_id
+        )
+        if status is None:
+            raise BillingRefused(NOT_FOUND, f"invoice {invoice_id}")
+        if status != "unpaid":
+            raise BillingRefused("invoice_not_unpaid", f"{invoice_id} is {status}")
+        row = await conn.fetchrow(
+            "UPDATE billing_invoices SET status = 'cancelled' WHERE id = $1 "
+            "RETURNING id, client_id, service_id, total, status, due",
+            invoice_id,
+        )
+        assert row is not None
+        invoice = _invoice(row)
+        await self._emit(conn, "invoice.cancelled", invoice.client_id, self._invoice_data(invoice))
         return invoice
 
     async def create_quote(

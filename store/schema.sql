@@ -72,6 +72,7 @@ CREATE TABLE billing_invoices (
     CONSTRAINT billing_invoices_status_check CHECK ((status = ANY (ARRAY['unpaid'::text, 'paid'::text, 'cancelled'::text]))),
     CONSTRAINT billing_invoices_total_check CHECK ((total >= (0)::numeric))
 );
+CREATE INDEX billing_invoices_bot_unpaid ON billing_invoices USING btree (created_at) WHERE ((status = 'unpaid'::text) AND created_by_bot);
 CREATE INDEX billing_invoices_client ON billing_invoices USING btree (client_id);
 CREATE INDEX billing_invoices_service ON billing_invoices USING btree (service_id);
 
@@ -153,6 +154,7 @@ CREATE TABLE billing_upgrade_orders (
     CONSTRAINT billing_upgrade_orders_service_id_fkey FOREIGN KEY (service_id) REFERENCES billing_services(id)
 );
 CREATE UNIQUE INDEX billing_upgrade_orders_invoice ON billing_upgrade_orders USING btree (invoice_id) WHERE (invoice_id IS NOT NULL);
+CREATE INDEX billing_upgrade_orders_service ON billing_upgrade_orders USING btree (service_id);
 
 CREATE TABLE broadcast_recipients (
     broadcast_id text NOT NULL,
@@ -398,11 +400,17 @@ CREATE TABLE whmcs_requests (
     error text,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    expiry text,
+    expiry_at timestamp with time zone,
+    expiry_claimed_at timestamp with time zone,
+    CONSTRAINT whmcs_requests_expiry_check CHECK ((expiry = ANY (ARRAY['voided'::text, 'settled'::text, 'gone'::text]))),
     CONSTRAINT whmcs_requests_pkey PRIMARY KEY (request_id, action),
     CONSTRAINT whmcs_requests_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'done'::text, 'unknown'::text])))
 );
+CREATE INDEX whmcs_requests_expiring ON whmcs_requests USING btree (created_at) WHERE ((action = 'UpgradeProduct'::text) AND (status = 'done'::text) AND (expiry IS NULL));
 CREATE INDEX whmcs_requests_invoice ON whmcs_requests USING btree (((result ->> 'invoice_id'::text))) WHERE (action = 'UpgradeProduct'::text);
 CREATE INDEX whmcs_requests_unresolved ON whmcs_requests USING btree (created_at) WHERE (status <> 'done'::text);
+CREATE INDEX whmcs_requests_upgrade_service ON whmcs_requests USING btree (client_id, ((result ->> 'service_id'::text))) WHERE (action = 'UpgradeProduct'::text);
 
 CREATE TABLE whmcs_sync_progress (
     only_row boolean NOT NULL DEFAULT true,

@@ -1,13 +1,13 @@
 """The WHMCS adapter's SQL (`bot/whmcs/`): the phone → client index, where a sync pass
 of it stands, and the log of writes that must happen at most once. The tables are in
-`006_whmcs.sql` and `013_whmcs_sync_progress.sql`."""
+`006_whmcs.sql`, `013_whmcs_sync_progress.sql` and `016_upgrade_expiry.sql`."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -53,6 +53,20 @@ class RequestRecord:
     error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedUpgradeRecord:
+    """An upgrade the bot had WHMCS invoice: an UpgradeProduct request done, with the
+    invoice WHMCS made for it."""
+
+    request_id: str
+    client_id: str
+    service_id: str
+    invoice_id: str
+    product_id: str
+    product_name: str
+    created_at: datetime
 
 
 # -- the phone index ----------------------------------------------------------------------
@@ -315,10 +329,115 @@ async def upgrade_invoice_service(db: Executor, client_id: str, invoice_id: str)
     return service_id
 
 
+_PLACED_UPGRADE = """
+    SELECT request_id, client_id, result ->> 'service_id' AS service_id,
+           result ->> 'invoice_id' AS invoice_id,
+           coalesce(result -> 'product' ->> 'id', '') AS product_id,
+           coalesce(result -> 'product' ->> 'name', '') AS product_name, created_at
+    FROM whmcs_requests
+    WHERE action = 'UpgradeProduct' AND status = 'done' AND result ->> 'invoice_id' IS NOT NULL
+"""
+
+
+async def latest_placed_upgrade(
+    db: Executor, client_id: str, service_id: str
+) -> PlacedUpgradeRecord | None:
+    """The newest upgrade of this client's service the bot had WHMCS invoice, unless
+    expiring has dealt with it (voided, or found settled)."""
+    row = await db.fetchrow(
+        f"""{_PLACED_UPGRADE}
+            AND client_id = $1 AND result ->> 'service_id' = $2 AND expiry IS NULL
+            ORDER BY created_at DESC, request_id DESC LIMIT 1""",
+        client_id,
+        service_id,
+    )
+    return _placed_upgrade(row) if row else None
+
+
+async def placed_upgrade_of_invoice(
+    db: Executor, client_id: str, invoice_id: str
+) -> PlacedUpgradeRecord | None:
+    """The upgrade of `client_id` the bot placed that WHMCS billed on `invoice_id`."""
+    row = await db.fetchrow(
+        f"""{_PLACED_UPGRADE}
+            AND client_id = $1 AND result ->> 'invoice_id' = $2
+            ORDER BY updated_at DESC LIMIT 1""",
+        client_id,
+        invoice_id,
+    )
+    return _placed_upgrade(row) if row else None
+
+
+async def claim_expiring_upgrades(
+    db: Executor, placed_before: datetime, *, lease: timedelta, limit: int
+) -> list[PlacedUpgradeRecord]:
+    """Up to `limit` upgrades the bot placed before `placed_before` that expiring has not
+    dealt with, oldest first, now claimed by the caller: no other process gets them until
+    they are finished or released, or the claim is older than `lease` (its holder died).
+    Rows another process is claiming at this instant are skipped, not waited for."""
+    rows = await db.fetch(
+        """
+        UPDATE whmcs_requests SET expiry_claimed_at = now()
+        WHERE action = 'UpgradeProduct' AND request_id IN (
+            SELECT request_id FROM whmcs_requests
+            WHERE action = 'UpgradeProduct' AND status = 'done' AND expiry IS NULL
+                AND result ->> 'invoice_id' IS NOT NULL AND created_at < $1
+                AND (expiry_claimed_at IS NULL OR expiry_claimed_at < now() - $2::interval)
+            ORDER BY created_at, request_id
+            LIMIT $3
+            FOR UPDATE SKIP LOCKED)
+        RETURNING request_id, client_id, result ->> 'service_id' AS service_id,
+            result ->> 'invoice_id' AS invoice_id,
+            coalesce(result -> 'product' ->> 'id', '') AS product_id,
+            coalesce(result -> 'product' ->> 'name', '') AS product_name, created_at
+        """,
+        placed_before,
+        lease,
+        limit,
+    )
+    placed = [_placed_upgrade(r) for r in rows]
+    return sorted(placed, key=lambda p: (p.created_at, p.request_id))
+
+
+async def finish_expiry(db: Executor, request_id: str, outcome: str) -> None:
+    """Expiring is done with this upgrade: `voided`, `settled` or `gone`."""
+    await db.execute(
+        """
+        UPDATE whmcs_requests SET expiry = $2, expiry_at = now(), expiry_claimed_at = NULL
+        WHERE request_id = $1 AND action = 'UpgradeProduct'
+        """,
+        request_id,
+        outcome,
+    )
+
+
+async def release_expiry(db: Executor, request_ids: Sequence[str]) -> None:
+    """Give claimed upgrades back untouched: the next run looks at them."""
+    await db.execute(
+        """
+        UPDATE whmcs_requests SET expiry_claimed_at = NULL
+        WHERE request_id = ANY($1::text[]) AND action = 'UpgradeProduct' AND expiry IS NULL
+        """,
+        list(request_ids),
+    )
+
+
 async def forget_everything(db: Executor) -> None:
     """Empty the index, its sync progress and the request log: for tests, or after
     pointing the service at another WHMCS installation (whose ids mean other records)."""
     await db.execute("TRUNCATE whmcs_clients, whmcs_sync_progress, whmcs_requests")
+
+
+def _placed_upgrade(row: asyncpg.Record) -> PlacedUpgradeRecord:
+    return PlacedUpgradeRecord(
+        request_id=row["request_id"],
+        client_id=row["client_id"],
+        service_id=row["service_id"],
+        invoice_id=row["invoice_id"],
+        product_id=row["product_id"],
+        product_name=row["product_name"],
+        created_at=row["created_at"],
+    )
 
 
 def _record(row: asyncpg.Record) -> RequestRecord:

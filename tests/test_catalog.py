@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from flows import upgrade
 from flows.account import SERVICE_STATUSES
 from flows.alerts import ALERT_TYPES, catalog_key
 from flows.catalog import Catalog, default_catalog, placeholders
@@ -37,6 +38,9 @@ KNOWN_VALUES: dict[str, tuple[str, ...]] = {
     "menu_option": MENU_OPTIONS,  # menu._menu_option(menu_option, …)
     "status": SERVICE_STATUSES,  # Account._services (checked in SERVICE_STATUSES)
     "base": tuple(catalog_key(t) for t in ALERT_TYPES),  # flows/alerts, templates, menu
+    "button": upgrade.BUTTONS,  # flows/upgrade._button
+    "cycle": upgrade.CYCLE_ORDER,  # flows/upgrade: a period's name and "per"
+    "reason": (*upgrade.REFUSALS, "other"),  # flows/upgrade._refused
 }
 # Meta's template texts, with numbered parameters ({{1}}): not sentences the bot formats;
 # bot.templates.problems checks them against Meta's rules.

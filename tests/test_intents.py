@@ -2,8 +2,9 @@
 traps included, and the intent each must reach — from the main menu and from the
 "¿Le ayudo con algo más?" that follows an answer. A new sentence is one line of SENTENCES.
 
-Intents: `faq:<topic>` (a frequent question answered), `upgrade`, `transfer`, `cancel`
-(their conversations), `alerts`, `faq` (the list), `human` (handed to a person), `buy` (a
+Intents: `faq:<topic>` (a frequent question answered), `upgrade` (the upgrade
+conversation), `downgrade` (its explanation of why not and the ways forward), `transfer`,
+`cancel` (their conversations), `alerts`, `faq` (the list), `human` (handed to a person), `buy` (a
 prospect: the plans), `thanks` / `ok` (a warm word, nothing moves), `stop` (every alert
 but the security one off, nothing moves), None (not understood: the ladder — the score
 cut-off fails closed).
@@ -18,8 +19,8 @@ from tests.test_flows_menu import CATALOG, JUAN, send, text_in
 
 SENTENCES: list[tuple[str, str | None]] = [
     # Frequent questions
-    ("puedo bajar de plan?", "faq:downgrade"),
-    ("quiero bajar mi plan a uno mas barato", "faq:downgrade"),
+    ("puedo bajar de plan?", "downgrade"),
+    ("quiero bajar mi plan a uno mas barato", "downgrade"),
     ("baja de dominios", "faq:domains"),
     ("quiero cancelar un dominio", "faq:domains"),  # domains are not cancelled
     ("como doy de baja mi dominio", "faq:domains"),
@@ -99,6 +100,10 @@ def intent_of(turn: Turn, state_before: str) -> str | None:
             return "human"
         case "menu.prospect":
             return "buy"
+        case "upgrade.downgrade":
+            return "downgrade"
+        case state if state.startswith("upgrade."):
+            return "upgrade"
     return f"?{turn.state}"
 
 

@@ -7,6 +7,7 @@ Meta does when the template does not exist, is paused or gets the wrong paramete
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from bot.fakes.cloud_api import FakeCloudAPI
 from bot.templates import definitions, param_counts, problems
 from bot.wa_client import _graph_message
-from flows.alerts import ALERT_TYPES, alert, catalog_key
+from flows.alerts import ALERT_TYPES, MESSAGE_KEYS, alert
 from flows.billing import Client, EventFacts
 from flows.catalog import default_catalog
 from flows.outbound import Template
@@ -55,16 +56,16 @@ def raw(key: str) -> Any:
 # --- the export command ----------------------------------------------------------------
 
 
-def test_export_gives_the_eleven_alert_templates_as_the_catalog_has_them(
+def test_export_gives_every_alert_template_as_the_catalog_has_them(
     tmp_path: Path,
 ) -> None:
     printed = export()
     assert printed.returncode == 0, printed.stderr
     found = json.loads(printed.stdout)
 
-    assert len(found) == len(ALERT_TYPES) == 11
-    for event_type, definition in zip(ALERT_TYPES, found, strict=True):
-        base = catalog_key(event_type)
+    # The 11 event types', then an upgrade's invoice paid and voided.
+    assert len(found) == len(MESSAGE_KEYS) == 13
+    for base, definition in zip(MESSAGE_KEYS, found, strict=True):
         assert problems(definition) == [], definition["name"]
         assert definition["name"] == raw(f"{base}.template")
         assert (definition["language"], definition["category"]) == ("es", "UTILITY")
@@ -341,12 +342,15 @@ async def test_every_alert_as_the_bot_builds_it_is_accepted(
     facts = EventFacts(
         invoice_id="1234", total=Decimal("100"), service="juanperez.com.ar", quote_id="57"
     )
-    for event_type in ALERT_TYPES:
-        reply = alert(default_catalog(), event_type, client, facts, PANEL)
+    upgrade = dataclasses.replace(facts, upgrade_to="Hosting Pro")
+    cases = [(t, facts) for t in ALERT_TYPES]
+    cases += [("invoice.paid", upgrade), ("invoice.cancelled", upgrade)]
+    for event_type, given in cases:
+        reply = alert(default_catalog(), event_type, client, given, PANEL)
         assert reply.template is not None
         status, answer = await send(http, fake, reply.template)
         assert status == 200, (event_type, answer)
-    assert len(fake.sent) == 11
+    assert len({m.body["template"]["name"] for m in fake.sent}) == len(fake.sent) == 13
 
 
 @pytest.mark.parametrize(

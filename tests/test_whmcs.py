@@ -31,6 +31,7 @@ from flows.billing import (
     SAME_CLIENT,
     SERVICE_NOT_ACTIVE,
     UNPAID_INVOICES,
+    UPGRADE_PENDING,
     BillingRefused,
     BillingUnavailable,
     CancellationKind,
@@ -826,10 +827,10 @@ async def test_pending_upgrade_invoice_refuses_another(
     await billing.place_upgrade("1", "10", "2", "annually", today=TODAY, request_id="one")
     with pytest.raises(BillingRefused) as refused:
         await billing.quote_upgrade("1", "10", "4", "annually", today=TODAY)
-    assert refused.value.reason == UNPAID_INVOICES
+    assert refused.value.reason == UPGRADE_PENDING
     with pytest.raises(BillingRefused) as refused:
         await billing.place_upgrade("1", "10", "4", "annually", today=TODAY, request_id="two")
-    assert refused.value.reason == UNPAID_INVOICES
+    assert refused.value.reason == UPGRADE_PENDING
     assert len(real_upgrades(fake)) == 1
 
 
@@ -1092,6 +1093,7 @@ async def exercise(billing: WhmcsBilling, fake: FakeWhmcs) -> None:
     with contextlib.suppress(BillingRefused):
         await billing.invoice_link("1", "999")
     await billing.get_client("999")
+    await billing.expire_upgrades(datetime(2100, 1, 1, tzinfo=UTC))  # voids e-1's invoice
 
 
 async def test_no_secret_in_logs_or_errors(

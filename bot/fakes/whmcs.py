@@ -10,6 +10,11 @@ GetClientsDomains, GetInvoice says `"status": "error"` instead of `"result"`, so
 are numbers and others strings, and an unknown billing cycle makes UpgradeProduct print
 a bare line of text.
 
+Orders: only the upgrade orders (UpgradeProduct, or `order_upgrade` as the customer in
+the client area) are kept, and GetOrders lists those. Invoices change status as in WHMCS:
+UpdateInvoice sets it, `pay_invoice` pays only an Unpaid one (a Cancelled invoice cannot
+be paid).
+
 Every call is recorded (action and parameters, credentials left out), and failures can
 be injected per action: error answers, HTML error pages, slow answers, dropped
 connections, unreadable bodies, and "it acted but the answer was lost".
@@ -86,6 +91,16 @@ _SERVICE_STATUS = {
     "terminated": "Terminated",
 }
 _INVOICE_STATUS = {"unpaid": "Unpaid", "paid": "Paid", "cancelled": "Cancelled"}
+# Every status WHMCS has for an invoice (Invoices::getInvoiceStatusValues).
+_WHMCS_INVOICE_STATUSES = (
+    "Draft",
+    "Unpaid",
+    "Paid",
+    "Cancelled",
+    "Refunded",
+    "Collections",
+    "Payment Pending",
+)
 _NO_DATE = "0000-00-00"
 _CENT = Decimal("0.01")
 _KINDS = ("clients", "categories", "products", "services", "invoices", "domains", "quotes")
@@ -227,7 +242,8 @@ class FakeDomain:
 
 @dataclass(slots=True)
 class FakeUpgrade:
-    """An upgrade order waiting for its invoice to be paid."""
+    """An upgrade (tblupgrades, type package) and its order (tblorders): waiting for its
+    invoice to be paid, or applied."""
 
     id: int
     serviceid: int
@@ -237,6 +253,10 @@ class FakeUpgrade:
     newcycle: str  # our cycle name, as sent
     amount: Decimal
     paid: bool = False
+    userid: int = 0
+    oldpid: int = 0
+    ordered: datetime = field(default_factory=lambda: datetime.now(UTC))
+    paymentmethod: str = "banktransfer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,12 +528,28 @@ class FakeWhmcs:
             whmcs_upgrades_file=upgrades_file,
         )
 
+    def order_upgrade(self, service_id: int | str, product_id: int | str, cycle: str) -> int:
+        """The customer orders an upgrade in the client area (upgrade.php): the same order,
+        upgrade and invoice as UpgradeProduct makes, through the service's own gateway.
+        Returns the invoice's id (0: nothing to pay, applied at once)."""
+        service = self.services[int(service_id)]
+        placed = self._upgrade_product(
+            {
+                "serviceid": str(service.id),
+                "type": "product",
+                "newproductid": str(product_id),
+                "newproductbillingcycle": cycle,
+                "paymentmethod": service.paymentmethod,
+            }
+        )
+        return int(placed["invoiceid"])
+
     def pay_invoice(self, invoice_id: int | str, *, when: datetime | None = None) -> None:
         """Mark an invoice paid as a payment gateway would, and apply what each item pays
         for as WHMCS's processPaidInvoice does: an Upgrade item applies the upgrade
         (WHMCS keeps the next due date and recalculates the recurring price), a Hosting
-        item renews the service. Only an unpaid invoice is processed: paid again, nothing
-        happens twice."""
+        item renews the service. Only an Unpaid invoice is processed: paid again, or
+        cancelled, nothing happens."""
         invoice = self.invoices[int(invoice_id)]
         if invoice.status != "Unpaid":
             return
@@ -728,6 +764,8 @@ class FakeWhmcs:
             "getproducts": self._get_products,
             "getinvoices": self._get_invoices,
             "getinvoice": self._get_invoice,
+            "updateinvoice": self._update_invoice,
+            "getorders": self._get_orders,
             "getquotes": self._get_quotes,
             "getpaymentmethods": self._get_payment_methods,
             "upgradeproduct": self._upgrade_product,
@@ -1100,6 +1138,102 @@ class FakeWhmcs:
         }
         return body
 
+    def _update_invoice(self, params: dict[str, str]) -> JSONDict:
+        """WHMCS's updateinvoice.php for what the bot sends: the status (any of WHMCS's,
+        set as it is: cancelling a paid invoice is the caller's mistake to avoid), and
+        the dates and gateway."""
+        invoice = self.invoices.get(_int(params.get("invoiceid")))
+        if invoice is None:
+            raise _ApiError("Invoice ID Not Found")
+        status = params.get("status", "")
+        if status and status not in _WHMCS_INVOICE_STATUSES:
+            raise _ApiError(f"Invalid status {status}")
+        if status:
+            invoice.status = status
+        if params.get("date"):
+            invoice.issued = date.fromisoformat(params["date"])
+        if params.get("duedate"):
+            invoice.duedate = date.fromisoformat(params["duedate"])
+        if params.get("paymentmethod"):
+            invoice.paymentmethod = params["paymentmethod"]
+        return {"result": "success", "invoiceid": invoice.id}
+
+    def _get_orders(self, params: dict[str, str]) -> JSONDict:
+        """WHMCS's getorders.php over the upgrade orders: newest first, filtered by id,
+        userid and status, every tblorders value a string, the order invoice's status as
+        `paymentstatus` (null without an invoice), each upgrade as a line of type
+        "upgrade" whose relid is the service. No order: no `orders` key."""
+        found = sorted(self.upgrades.values(), key=lambda u: u.orderid, reverse=True)
+        if _int(params.get("id")):
+            found = [u for u in found if u.orderid == _int(params["id"])]
+        if _int(params.get("userid")):
+            found = [u for u in found if u.userid == _int(params["userid"])]
+        if params.get("status"):
+            found = [u for u in found if params["status"] == "Pending"]
+        start, num = _int(params.get("limitstart")), _int(params.get("limitnum")) or 25
+        page = found[start : start + num]
+        body: JSONDict = {
+            "result": "success",
+            "totalresults": str(len(found)),
+            "startnumber": start,
+            "numreturned": len(page),
+        }
+        if page:
+            body["orders"] = {"order": [self._order(u) for u in page]}
+        return body
+
+    def _order(self, u: FakeUpgrade) -> JSONDict:
+        client = self.clients.get(u.userid)
+        invoice = self.invoices.get(u.invoiceid)
+        old = self.products.get(u.oldpid)
+        new = self.products.get(u.newpid)
+        return {
+            "id": str(u.orderid),
+            "ordernum": f"{5000000000 + u.orderid}",
+            "userid": str(u.userid),
+            "contactid": "0",
+            "requestor_id": "0",
+            "admin_requestor_id": "0",
+            "date": u.ordered.strftime("%Y-%m-%d %H:%M:%S"),
+            "nameservers": "",
+            "transfersecret": "",
+            "renewals": "",
+            "promocode": "",
+            "promotype": "",
+            "promovalue": "",
+            "orderdata": "[]",
+            "amount": money(u.amount),
+            "paymentmethod": u.paymentmethod,
+            "invoiceid": str(u.invoiceid),
+            "status": "Pending",
+            "ipaddress": "",
+            "fraudmodule": "",
+            "fraudoutput": "",
+            "notes": "",
+            "paymentmethodname": u.paymentmethod.replace("_", " ").title(),
+            "paymentstatus": invoice.status if invoice else None,
+            "name": _full(client) if client else "",
+            "currencyprefix": self.currency_prefix,
+            "currencysuffix": self.currency_suffix,
+            "frauddata": "",
+            "validationdata": "",
+            "lineitems": {
+                "lineitem": [
+                    {
+                        "type": "upgrade",
+                        "relid": str(u.serviceid),
+                        "producttype": "Upgrade",
+                        "product": f"Package Upgrade: {old.name if old else ''} => "
+                        f"{new.name if new else ''}<br>",
+                        "domain": "",
+                        "billingcycle": "",
+                        "amount": self._formatted(u.amount),
+                        "status": "Completed" if u.paid else "Pending",
+                    }
+                ]
+            },
+        }
+
     # --- quotes --------------------------------------------------------------------------------
 
     def _get_quotes(self, params: dict[str, str]) -> JSONDict:
@@ -1215,10 +1349,9 @@ class FakeWhmcs:
         upgrade_id = self._next_upgrade
         self._next_upgrade += 1
         invoice_id = 0
+        today = self._today()
         if amount > 0:
             invoice_id = max(self.invoices, default=0) + 1
-            old = self.products.get(service.pid)
-            today = self._today()
             self.invoices[invoice_id] = FakeInvoice(
                 id=invoice_id,
                 userid=service.userid,
@@ -1227,12 +1360,7 @@ class FakeWhmcs:
                 issued=today,
                 duedate=today,
                 items=[
-                    self._item(
-                        "Upgrade",
-                        upgrade_id,
-                        f"Upgrade/Downgrade: {old.name if old else ''} => {product.name}",
-                        amount,
-                    )
+                    self._item("Upgrade", upgrade_id, self._upgrade_line(service, product), amount)
                 ],
                 paymentmethod=params["paymentmethod"],
             )
@@ -1244,6 +1372,10 @@ class FakeWhmcs:
             newpid=product.pid,
             newcycle=cycle,
             amount=amount,
+            userid=service.userid,
+            oldpid=service.pid,
+            ordered=datetime.combine(today, datetime.now(UTC).time(), UTC),
+            paymentmethod=params["paymentmethod"],
         )
         if amount <= 0:
             # Nothing to pay: WHMCS applies the upgrade at once, with no invoice.
@@ -1255,6 +1387,16 @@ class FakeWhmcs:
             "order_number": f"{5000000000 + order_id}",
             "invoiceid": invoice_id,
         }
+
+    def _upgrade_line(self, service: FakeService, product: FakeProduct) -> str:
+        """An upgrade invoice's line as WHMCS 8.7 writes it (SumUpPackageUpgradeOrder, in
+        English, dates as DD/MM/YYYY): the service, then old => new and the period."""
+        old = self.products.get(service.pid)
+        old_name = old.name if old else ""
+        domain = f" - {service.domain}" if service.domain else ""
+        until = service.nextduedate or self._today()
+        period = f"{self._today():%d/%m/%Y} - {until:%d/%m/%Y}"
+        return f"Upgrade/Downgrade: {old_name}{domain}\n{old_name} => {product.name} ({period})"
 
     def _unpaid(self, invoice_id: int) -> bool:
         invoice = self.invoices.get(invoice_id)

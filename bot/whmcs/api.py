@@ -22,7 +22,7 @@ from flows.billing import (
     CYCLE_NOT_SOLD,
     NOT_FOUND,
     NOT_OFFERED,
-    UNPAID_INVOICES,
+    UPGRADE_PENDING,
     BillingRefused,
     BillingUnavailable,
 )
@@ -39,7 +39,9 @@ ACTIONS = (
     "GetInvoice",
     "GetQuotes",
     "GetPaymentMethods",
+    "GetOrders",
     "UpgradeProduct",
+    "UpdateInvoice",
     "AddCancelRequest",
     "GetCancelledPackages",
     "GetClientsDomains",
@@ -74,7 +76,7 @@ _NOT_FOUND_ERRORS = (
     "domain id not found",
 )
 _REFUSALS = (
-    ("previous upgrade invoice for service is still unpaid", UNPAID_INVOICES),
+    ("previous upgrade invoice for service is still unpaid", UPGRADE_PENDING),
     ("existing cancellation request exists", ALREADY_REQUESTED),
     ("invalid billing cycle requested", CYCLE_NOT_SOLD),
     ("invalid new product id", NOT_OFFERED),

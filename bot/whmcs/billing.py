@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -48,6 +49,7 @@ from flows.billing import (
     SAME_CLIENT,
     SERVICE_NOT_ACTIVE,
     UNPAID_INVOICES,
+    UPGRADE_PENDING,
     BillingError,
     BillingRefused,
     BillingUnavailable,
@@ -57,8 +59,10 @@ from flows.billing import (
     ClientLookup,
     Domain,
     EventFacts,
+    ExpiredUpgrade,
     Invoice,
     OutcomeUnknown,
+    PendingUpgrade,
     PlacedUpgrade,
     Product,
     Segment,
@@ -70,6 +74,7 @@ from flows.billing import (
     upgrade_quote,
 )
 from flows.pricing import CENT, CYCLE_MONTHS, Policy, UpgradeQuote
+from store.whmcs_index import PlacedUpgradeRecord
 
 if TYPE_CHECKING:
     from flows.billing import Billing
@@ -77,6 +82,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _INVOICE_SERVICES_KEPT = 50_000  # invoice → service, remembered (a few MB at most)
+# expire_upgrades: a claim on an upgrade lapses after this (its process died), and
+# upgrades are claimed this many at a time (a batch is done well within the lease).
+_EXPIRY_LEASE = timedelta(minutes=15)
+_EXPIRY_BATCH = 20
+# The invoice events whose alert names the package an upgrade invoice moves to.
+_UPGRADE_EVENTS = frozenset({"invoice.created", "invoice.paid", "invoice.cancelled"})
+# A trailing "(01/07/2026 - 01/01/2027)": the period an upgrade invoice line covers.
+_PERIOD = re.compile(r"\s*\([^()]*\)\s*$")
 
 T = TypeVar("T")
 
@@ -283,7 +296,7 @@ class WhmcsBilling:
             return facts
         try:
             if event_type.startswith("invoice."):
-                return await self._invoice_facts(cid, facts)
+                return await self._invoice_facts(cid, facts, event_type)
             if event_type.startswith("service."):
                 return await self._service_facts(cid, data.get("service_id"), facts)
             if event_type == "quote.created":
@@ -294,10 +307,26 @@ class WhmcsBilling:
         # domain.deleted: the domain is gone from WHMCS; its name comes with the event.
         return facts
 
-    async def _invoice_facts(self, cid: str, facts: EventFacts) -> EventFacts:
-        """Total, due date and link from GetInvoice, when the invoice is this client's."""
+    async def _invoice_facts(self, cid: str, facts: EventFacts, event_type: str) -> EventFacts:
+        """Total, due date and link from GetInvoice, when the invoice is this client's.
+
+        For a payment or a voiding, `upgrade_to` too, when the invoice is an upgrade's:
+        the package of an upgrade the bot placed (the request ledger, no call to WHMCS),
+        else — when GetInvoice is read anyway, as it is for WHMCS's own hook, which sends
+        no link — the package its Upgrade line moves to ("<old> => <new> (period)", how
+        WHMCS writes a package upgrade's line in any language), if the catalog has a
+        package of that name: a configurable options upgrade's line names an option's
+        value, which is no package."""
         iid = wid(facts.invoice_id)
-        if iid is None or None not in (facts.total, facts.due, facts.url):
+        if iid is None:
+            return facts
+        upgrade = event_type in _UPGRADE_EVENTS and facts.upgrade_to is None
+        if upgrade:
+            placed = await self._ledger.upgrade_of_invoice(cid, iid)
+            if placed is not None and placed.product_name:
+                facts = replace(facts, upgrade_to=placed.product_name, ordered_in_chat=True)
+                upgrade = False
+        if None not in (facts.total, facts.due, facts.url):
             return facts
         detail = await self._invoice_detail(iid)
         if detail is None or as_text(detail.get("userid")) != cid:
@@ -305,12 +334,28 @@ class WhmcsBilling:
         total = facts.total
         if total is None:
             total = money(detail.get("total")).quantize(CENT)
-        return replace(
+        facts = replace(
             facts,
             total=total,
             due=facts.due or day(detail.get("duedate")),
             url=facts.url or self._invoice_url(iid),
         )
+        if upgrade:
+            facts = replace(facts, upgrade_to=await self._upgrade_on_invoice(detail))
+        return facts
+
+    async def _upgrade_on_invoice(self, detail: Mapping[str, Any]) -> str | None:
+        """The package an invoice's Upgrade line moves a service to, if it names one."""
+        named = [
+            name
+            for item in rows(detail, "items", "item")
+            if as_text(item.get("type")) == "Upgrade"
+            and (name := _upgraded_to(as_text(item.get("description")))) is not None
+        ]
+        if not named:
+            return None
+        packages = {p.name for p in (await self._catalog.products()).values()}
+        return next((name for name in named if name in packages), None)
 
     async def _service_facts(self, cid: str, service_id: Any, facts: EventFacts) -> EventFacts:
         """The service as the customer calls it: its domain, else its product's name."""
@@ -412,6 +457,11 @@ class WhmcsBilling:
 
     # -- upgrades -----------------------------------------------------------------------
 
+    async def products_for(self, client_id: str) -> list[Product]:
+        catalog = await self._catalog.products()
+        currency = await self._currency(client_id)
+        return sorted((priced_product(p, currency) for p in catalog.values()), key=lambda p: p.name)
+
     async def upgrade_options(self, client_id: str, service_id: str) -> list[UpgradeOption]:
         owned = await self._own_service(client_id, service_id)
         service = owned.service
@@ -470,6 +520,9 @@ class WhmcsBilling:
         recorded = await self._ledger.recorded(request_id, action)
         if recorded is not None:
             return placed_from(recorded)
+        pending = await self.pending_upgrade(client_id, service_id)
+        if pending is not None:
+            raise BillingRefused(UPGRADE_PENDING, pending.invoice_id)
         owned, product = await self._upgrade_target(client_id, service_id, product_id)
         quote = self._quote(owned.service, product, cycle, today)
         await self._whmcs_calculation(owned, product, cycle, quote)
@@ -497,7 +550,13 @@ class WhmcsBilling:
                 raise OutcomeUnknown(f"an upgrade order for service {sid} was written")
             return None
 
-        body = await self._ledger.send_once(request_id, action, params, look=look)
+        try:
+            body = await self._ledger.send_once(request_id, action, params, look=look)
+        except BillingRefused as refused:
+            if refused.reason != UPGRADE_PENDING:
+                raise
+            # Ordered meanwhile (another request, the customer in the client area).
+            raise await self._pending_refusal(client_id, sid) from None
         invoice_id = wid(body.get("invoiceid"))
         result: dict[str, Any] = {
             "service_id": sid,
@@ -524,6 +583,206 @@ class WhmcsBilling:
             result["invoice"] = invoice_json(invoice)
             await self._ledger.finish(request_id, action, result)
         return placed_from(result)
+
+    async def pending_upgrade(self, client_id: str, service_id: str) -> PendingUpgrade | None:
+        """The service's upgrade whose invoice WHMCS has as Unpaid: what WHMCS itself
+        checks before it takes another order for the service (upgradeAlreadyInProgress:
+        the upgrade's order's invoice is Unpaid — one "Payment Pending" is not, here
+        either). Two sources, the cheap one first:
+
+        - The upgrades the bot placed (the request ledger): the service's newest one that
+          expiring has not dealt with, its invoice read with GetInvoice (status, total,
+          date). One query and one call.
+        - Upgrades ordered in WHMCS itself (the customer in the client area, staff):
+          GetOrders for the client, its only API view of an upgrade together with the
+          service it is for (a line of type "upgrade" whose relid is the service, and the
+          order invoice's status as `paymentstatus`); one call for a client with up to
+          100 orders. The line names the package only as "Package Upgrade: <old> =>
+          <new>" (English whatever the language): `product_id` is the catalog's package
+          of that name, "" when no single one has it. An upgrade of configurable options
+          is no package upgrade and is not reported (nor is it in the ledger).
+
+        Never cached: it says whether the customer may order another one now. Another
+        client's service, or an id that is no WHMCS id, has none."""
+        cid, sid = wid(client_id), wid(service_id)
+        if cid is None or sid is None:
+            return None
+        placed = await self._ledger.latest_upgrade(cid, sid)
+        if placed is not None:
+            pending = await self._unpaid_upgrade(
+                cid, sid, placed.invoice_id, placed.product_id, placed.product_name
+            )
+            if pending is not None:
+                return pending
+        return await self._upgrade_ordered_in_whmcs(cid, sid)
+
+    async def _unpaid_upgrade(
+        self, cid: str, sid: str, invoice_id: str, product_id: str, product_name: str
+    ) -> PendingUpgrade | None:
+        detail = await self._invoice_detail(invoice_id)
+        if (
+            detail is None
+            or as_text(detail.get("userid")) != cid
+            or as_text(detail.get("status")) != "Unpaid"
+        ):
+            return None
+        return PendingUpgrade(
+            service_id=sid,
+            product_id=product_id,
+            product_name=product_name,
+            invoice_id=invoice_id,
+            invoice_url=self._invoice_url(invoice_id),
+            total=money(detail.get("total")).quantize(CENT),
+            ordered_on=day(detail.get("date")),
+        )
+
+    async def _upgrade_ordered_in_whmcs(self, cid: str, sid: str) -> PendingUpgrade | None:
+        """A package upgrade of the service among the client's orders whose invoice is
+        Unpaid, newest first (see pending_upgrade)."""
+        orders = await self._api.pages("GetOrders", {"userid": cid}, "orders", "order")
+        orders.sort(key=lambda o: count(o.get("id"), default=0), reverse=True)
+        for order in orders:
+            invoice_id = wid(order.get("invoiceid"))
+            if (
+                invoice_id is None
+                or as_text(order.get("userid")) != cid
+                or as_text(order.get("paymentstatus")) != "Unpaid"
+            ):
+                continue
+            for line in rows(order, "lineitems", "lineitem"):
+                if as_text(line.get("type")) != "upgrade" or wid(line.get("relid")) != sid:
+                    continue
+                name = _package_upgrade_to(as_text(line.get("product")))
+                if name is None:
+                    continue
+                pending = await self._unpaid_upgrade(
+                    cid, sid, invoice_id, await self._package_named(name), name
+                )
+                if pending is not None:
+                    return pending
+        return None
+
+    async def _package_named(self, name: str) -> str:
+        """The id of the catalog's one package called `name`, else ""."""
+        catalog = await self._catalog.products_or_empty()
+        ids = [pid for pid, product in catalog.items() if product.name == name]
+        return ids[0] if len(ids) == 1 else ""
+
+    async def _pending_refusal(self, client_id: str, service_id: str) -> BillingRefused:
+        """UPGRADE_PENDING, WHMCS having said an upgrade of the service is unpaid, with
+        that upgrade's invoice id — "" if it cannot be found now."""
+        try:
+            pending = await self.pending_upgrade(client_id, service_id)
+        except BillingError as e:
+            log.warning("the pending upgrade of service %s could not be read: %s", service_id, e)
+            pending = None
+        if pending is None:
+            log.warning(
+                "WHMCS has an unpaid upgrade of service %s that neither our ledger nor "
+                "GetOrders shows",
+                service_id,
+            )
+            return BillingRefused(UPGRADE_PENDING, "")
+        return BillingRefused(UPGRADE_PENDING, pending.invoice_id)
+
+    async def expire_upgrades(self, placed_before: datetime) -> list[ExpiredUpgrade]:
+        """Void the invoices of the upgrades the bot placed before `placed_before` (when
+        the request ledger recorded the order) that WHMCS still has as Unpaid: UpdateInvoice
+        with status Cancelled. WHMCS then runs its InvoiceCancelled hook, which our hook
+        (integrations/whmcs/whatsapp_alerts.php) forwards as invoice.cancelled: nothing is
+        emitted here. The upgrade order stays in WHMCS, never applied (it applies when its
+        invoice is paid). Upgrades the customer ordered in the client area are left to
+        WHMCS and its staff.
+
+        Each upgrade is looked at once. It is claimed in the ledger before WHMCS is asked
+        (two processes never work on the same one; a claim lapses after _EXPIRY_LEASE, so
+        a process that died leaves its upgrades to the next run), then recorded as voided,
+        settled (GetInvoice says Paid, Cancelled, Refunded or Collections: left alone) or
+        gone (WHMCS has no such invoice of the client). One "Payment Pending" (a payment
+        on its way) keeps its claim, to be looked at again when the claim lapses; so does
+        one WHMCS refuses to update (logged). Voiding twice is harmless: a Cancelled
+        invoice is settled.
+
+        WHMCS has no "cancel if still unpaid": a payment landing between the GetInvoice
+        and the UpdateInvoice would be cancelled with the invoice, so the invoice is read
+        again after voiding and that case logged as an error for staff.
+
+        Raises BillingUnavailable when WHMCS cannot answer; the upgrades not done are
+        given back for the next run."""
+        if placed_before.tzinfo is None:
+            raise ValueError("placed_before must be timezone-aware")
+        expired: list[ExpiredUpgrade] = []
+        while True:
+            batch = await self._ledger.claim_expiring(
+                placed_before, lease=_EXPIRY_LEASE, limit=_EXPIRY_BATCH
+            )
+            if not batch:
+                return expired
+            for n, placed in enumerate(batch):
+                try:
+                    voided = await self._expire(placed)
+                except Exception:
+                    await self._ledger.release_expiring([p.request_id for p in batch[n:]])
+                    raise
+                if voided:
+                    expired.append(
+                        ExpiredUpgrade(placed.client_id, placed.service_id, placed.invoice_id)
+                    )
+
+    async def _expire(self, placed: PlacedUpgradeRecord) -> bool:
+        """Void one claimed upgrade's invoice if it is still Unpaid; whether it was."""
+        detail = await self._invoice_detail(placed.invoice_id)
+        if detail is None or as_text(detail.get("userid")) != wid(placed.client_id):
+            await self._ledger.expired(placed.request_id, "gone")
+            return False
+        status = as_text(detail.get("status"))
+        if status == "Payment Pending":
+            return False  # keeps its claim: looked at again when it lapses
+        if status != "Unpaid":
+            await self._ledger.expired(placed.request_id, "settled")
+            return False
+        try:
+            await self._api.call(
+                "UpdateInvoice", {"invoiceid": placed.invoice_id, "status": "Cancelled"}
+            )
+        except BillingRefused as refused:
+            if refused.reason == NOT_FOUND:
+                await self._ledger.expired(placed.request_id, "gone")
+                return False
+            log.error(
+                "WHMCS refused to void the unpaid invoice %s of the upgrade of service %s "
+                "(request %s): %s; tried again in %s",
+                placed.invoice_id,
+                placed.service_id,
+                placed.request_id,
+                refused,
+                _EXPIRY_LEASE,
+            )
+            return False  # keeps its claim
+        await self._ledger.expired(placed.request_id, "voided")
+        log.info(
+            "voided the unpaid invoice %s of the upgrade of service %s (request %s)",
+            placed.invoice_id,
+            placed.service_id,
+            placed.request_id,
+        )
+        await self._check_not_paid_meanwhile(placed)
+        return True
+
+    async def _check_not_paid_meanwhile(self, placed: PlacedUpgradeRecord) -> None:
+        try:
+            detail = await self._invoice_detail(placed.invoice_id)
+        except BillingError as e:
+            log.warning("invoice %s voided; reading it again failed: %s", placed.invoice_id, e)
+            return
+        if detail is not None and day(detail.get("datepaid")) is not None:
+            log.error(
+                "invoice %s (the upgrade of service %s) was paid as it was being voided: "
+                "staff must restore it to Paid in WHMCS so that the upgrade applies, or "
+                "refund it",
+                placed.invoice_id,
+                placed.service_id,
+            )
 
     async def _created_invoice(
         self, client_id: str, service_id: str, invoice_id: str, quote: UpgradeQuote
@@ -603,8 +862,8 @@ class WhmcsBilling:
         self, owned: _OwnedService, product: Product, cycle: str, quote: UpgradeQuote
     ) -> None:
         """UpgradeProduct with calconly: WHMCS refuses what it would refuse for real (a
-        cycle it does not sell, an unpaid upgrade invoice already pending) without
-        creating anything."""
+        cycle it does not sell, an unpaid upgrade invoice already pending: UPGRADE_PENDING)
+        without creating anything."""
         body = await self._api.call(
             "UpgradeProduct",
             {
@@ -617,7 +876,7 @@ class WhmcsBilling:
             },
         )
         if truthy(body.get("upgradeinprogress")):
-            raise BillingRefused(UNPAID_INVOICES, "a previous upgrade invoice is still unpaid")
+            raise await self._pending_refusal(owned.service.client_id, owned.service.id)
         whmcs_price = formatted_money(as_text(body.get("price")))
         # The calculation is what WHMCS will invoice: its pro-rata, or under `difference`
         # our hook's price. Another amount means the hook is missing, or a configurable
@@ -777,6 +1036,27 @@ class WhmcsBilling:
         if details is None:
             raise BillingRefused(NOT_FOUND, "client")
         return as_text(details.get("currency_code"))
+
+
+def _package_upgrade_to(line: str) -> str | None:
+    """The new package of GetOrders' line "Package Upgrade: <old> => <new><br>"; None
+    for another kind of upgrade (configurable options: "<option>: <old> => <new>")."""
+    if not line.startswith("Package Upgrade: "):
+        return None
+    _, arrow, new = line.rpartition(" => ")
+    name = new.removesuffix("<br>").strip()
+    return name if arrow and name else None
+
+
+def _upgraded_to(description: str) -> str | None:
+    """What an invoice's Upgrade line moves to: WHMCS writes "<label>: <old> - <domain>"
+    then "<old> => <new> (<from> - <to>)", the label in the client's language."""
+    for line in reversed(description.splitlines()):
+        _, arrow, new = line.rpartition(" => ")
+        if arrow:
+            name = _PERIOD.sub("", new.replace("<br>", "")).strip()
+            return name or None
+    return None
 
 
 def _on_server(row: Mapping[str, Any], server: str) -> bool:

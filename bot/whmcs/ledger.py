@@ -1,13 +1,17 @@
 """Writes at most once per request id. WHMCS has no idempotency key, so UpgradeProduct
 and AddCancelRequest are recorded in `whmcs_requests` (`store/whmcs_index.py`) before
 they are sent, are never sent twice for one request id, and a repeat of the request gets
-the result recorded the first time, kept as JSON."""
+the result recorded the first time, kept as JSON.
+
+The upgrades recorded there are also the bot's own account of what it ordered: which
+service and package an upgrade invoice is for (WHMCS's invoice line does not say), and
+which of them expiring has dealt with."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +23,7 @@ from flows.billing import (
     CYCLE_NOT_SOLD,
     NOT_FOUND,
     NOT_OFFERED,
-    UNPAID_INVOICES,
+    UPGRADE_PENDING,
     BillingRefused,
     BillingUnavailable,
     CancellationKind,
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 Look = Callable[[], Awaitable[dict[str, Any] | None]]
 # Refusals WHMCS makes before it writes anything: no need to look.
 NOTHING_WRITTEN = frozenset(
-    {ALREADY_REQUESTED, UNPAID_INVOICES, CYCLE_NOT_SOLD, NOT_OFFERED, NOT_FOUND}
+    {ALREADY_REQUESTED, UPGRADE_PENDING, CYCLE_NOT_SOLD, NOT_OFFERED, NOT_FOUND}
 )
 
 
@@ -144,6 +148,31 @@ class RequestLedger:
         """The service an upgrade invoice bills: WHMCS's invoice line does not say, the
         UpgradeProduct we recorded does."""
         return await index.upgrade_invoice_service(self._pool, client_id, invoice_id)
+
+    async def latest_upgrade(
+        self, client_id: str, service_id: str
+    ) -> index.PlacedUpgradeRecord | None:
+        """The newest upgrade of the service the bot had WHMCS invoice and expiring has
+        not dealt with (its invoice may be paid since: WHMCS says)."""
+        return await index.latest_placed_upgrade(self._pool, client_id, service_id)
+
+    async def upgrade_of_invoice(
+        self, client_id: str, invoice_id: str
+    ) -> index.PlacedUpgradeRecord | None:
+        return await index.placed_upgrade_of_invoice(self._pool, client_id, invoice_id)
+
+    async def claim_expiring(
+        self, placed_before: datetime, *, lease: timedelta, limit: int
+    ) -> list[index.PlacedUpgradeRecord]:
+        return await index.claim_expiring_upgrades(
+            self._pool, placed_before, lease=lease, limit=limit
+        )
+
+    async def expired(self, request_id: str, outcome: str) -> None:
+        await index.finish_expiry(self._pool, request_id, outcome)
+
+    async def release_expiring(self, request_ids: list[str]) -> None:
+        await index.release_expiry(self._pool, request_ids)
 
 
 def _recorded_result(record: index.RequestRecord) -> dict[str, Any]:
