@@ -648,6 +648,31 @@ async def test_a_button_per_event_type_fires_it_and_the_alert_reaches_the_phone(
     assert status == 400 and "type" in answer["error"]
 
 
+async def test_the_help_page_upgrade_paid_from_the_panel_completes_in_the_phone(
+    sandbox: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    """Demo Juan pays 100 $ a year for Hosting Inicial; Hosting Pro is 150 $ a year: the
+    help page's example, 50 $. The panel's "pay" on the invoice completes it."""
+    await send(http, sandbox, JUAN, text="quiero pasar juanperez al plan hosting pro")
+    cycles = await wait_for_bot(http, sandbox, JUAN, after=0, count=1)
+    assert "cyc:annually" in [r["id"] for r in rows(cycles[-1])]
+    await send(http, sandbox, JUAN, text="anual")
+    quote = await wait_for_bot(http, sandbox, JUAN, after=0, count=3)
+    assert "50,00" in body_text(quote[-2])
+    await send(http, sandbox, JUAN, text="confirmar")
+    placed = await wait_for_bot(http, sandbox, JUAN, after=0, count=6)
+    state = await billing_state(http, sandbox, "demo-juan")
+    [invoice] = [i for i in state["invoices"] if i["status"] == "unpaid"]
+    assert invoice["total"] == "50.00"
+    assert invoice["id"] in "\n".join(body_text(m) for m in placed[3:])
+    status, _ = await billing_post(http, sandbox, f"demo-juan/invoices/{invoice['id']}/pay")
+    assert status == 200
+    done = await wait_for_bot(http, sandbox, JUAN, after=0, count=7)
+    assert "Hosting Pro" in body_text(done[-1]) and "juanperez.com.ar" in body_text(done[-1])
+    services = (await billing_state(http, sandbox, "demo-juan"))["services"]
+    assert {s["id"]: s["product"] for s in services}["demo-s-juan-web"] == "Hosting Pro"
+
+
 async def test_billing_errors_are_clear_json(sandbox: Sandbox, http: aiohttp.ClientSession) -> None:
     for path in (
         f"{LUCIA}/invoices/no-such-invoice/pay",

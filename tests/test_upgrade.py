@@ -293,3 +293,21 @@ async def test_pro_rata_quotes_whmcs_formula(pool: asyncpg.Pool, database_url: s
     said = texts(quote)
     assert f"{expected:.2f}".replace(".", ",") in said
     assert "1/1/2027" in said  # the due date does not move
+
+
+async def test_after_the_session_expires_the_unpaid_upgrade_is_shown_again(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    async with Stack(database_url) as stack:
+        chat = Chat(stack)
+        await chat.say("quiero pasar juanperez al plan hosting pro")
+        await chat.tap("cyc:annually", row=True)
+        await chat.tap("confirm")
+        invoice = await until_invoice(pool)
+        # A day later (the session long expired), Juan writes again.
+        await pool.execute("UPDATE conversations SET updated_at = now() - interval '1 day'")
+        back = await chat.say("hola")
+    link = await LocalBilling(pool).invoice_link("c1", invoice["id"])
+    said = texts(back)
+    assert link in said and "Hosting Pro" in said
+    assert choice_ids(back[-1])[0] == "upgrade"  # and the menu, to go on
