@@ -281,18 +281,27 @@ async def test_twelve_packages_are_paged(pool: asyncpg.Pool, database_url: str) 
 async def test_pro_rata_quotes_whmcs_formula(pool: asyncpg.Pool, database_url: str) -> None:
     """WHMCS's documented pro-rata upgrade: (new price − old price) × days left until the
     next due date ÷ days in the billing cycle; the due date stays."""
+    today = datetime.now(ZoneInfo("America/Argentina/Buenos_Aires")).date()
+    # Juan's yearly period, whatever the day the test runs: started 100 days ago.
+    start = today - timedelta(days=100)
+    next_due = date(start.year + 1, start.month, min(start.day, 28))
+    start = date(start.year, start.month, min(start.day, 28))
+    await pool.execute(
+        "UPDATE billing_services SET period_start = $1, next_due = $2 WHERE id = 's1'",
+        start,
+        next_due,
+    )
     async with Stack(database_url, upgrade_pricing="prorata") as stack:
         chat = Chat(stack)
         quote = await chat.say("quiero pasar juanperez al plan hosting pro")
-        today = datetime.now(ZoneInfo("America/Argentina/Buenos_Aires")).date()
-    next_due = date(2027, 1, 1)
     days_left = (next_due - today).days
-    days_in_cycle = (next_due - date(2026, 1, 1)).days
+    days_in_cycle = (next_due - start).days
     raw = (Decimal("150.00") - Decimal("100.00")) * days_left / days_in_cycle
     expected = raw.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     said = texts(quote)
     assert f"{expected:.2f}".replace(".", ",") in said
-    assert "1/1/2027" in said  # the due date does not move
+    assert str(days_left) in said and str(days_in_cycle) in said  # what it is made of
+    assert f"{next_due.day}/{next_due.month}/{next_due.year}" in said  # the due date stays
 
 
 async def test_after_the_session_expires_the_unpaid_upgrade_is_shown_again(
