@@ -131,7 +131,7 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
             sender = Sender(pool, settings, cloud, signals)
             command_worker = CommandWorker(pool, settings, billing, signals)
             alert_worker = AlertWorker(pool, settings, billing, default_catalog(), signals)
-            upkeep = Upkeep(settings, billing, signals)
+            upkeep = Upkeep(pool, settings, billing, signals)
             tasks = [
                 asyncio.create_task(dispatcher.run(), name="dispatcher"),
                 asyncio.create_task(sender.run(), name="sender"),

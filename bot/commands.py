@@ -152,16 +152,19 @@ class CommandWorker:
         """The billing system's answer, or None when it was unreachable and the command
         is retried later (nothing happened)."""
 
+        context: dict[str, Any] = {}
+
         def outcome(
             status: OutcomeStatus, data: dict[str, Any], reason: str | None = None
         ) -> Outcome:
-            return Outcome(claimed.key, claimed.kind, status, data, reason)
+            return Outcome(claimed.key, claimed.kind, status, {**context, **data}, reason)
 
         try:
             command = command_from(claimed.kind, claimed.params)
         except (KeyError, TypeError, ValueError) as e:
             log.error("command %s cannot be read (%r): a person checks it", claimed.key, e)
             return outcome(OutcomeStatus.UNKNOWN, {"error": f"unreadable command: {e!r}"})
+        context = _context(command)
         try:
             return outcome(OutcomeStatus.DONE, await self._call(command))
         except BillingRefused as e:
@@ -295,3 +298,18 @@ class CommandWorker:
             else:
                 log.warning("command %s was taken over by another worker", claimed.key)
             return
+
+
+def _context(command: BillingCommand) -> dict[str, Any]:
+    """What the flow needs to tell any outcome of this command, done or not: for a
+    transfer matched from two holders' messages, the service and the other holder's
+    conversation (told too)."""
+    if isinstance(command, TransferService):
+        return {
+            "service": command.service_label,
+            "service_id": command.service_id,
+            "client_id": command.client_id,
+            "to_client_id": command.to_client_id,
+            "other_conversation": command.notify_conversation,
+        }
+    return {}

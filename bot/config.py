@@ -97,6 +97,8 @@ class Settings:
     # expired; the check runs every UPKEEP_SECONDS.
     upgrade_invoice_ttl: timedelta = timedelta(days=7)
     upkeep_seconds: float = 300.0
+    # How long one holder's transfer message waits for the other holder's.
+    transfer_window: timedelta = timedelta(hours=72)
     billing_backend: str = "local"
     whmcs_url: str = ""
     whmcs_identifier: str = ""
@@ -189,6 +191,7 @@ class Settings:
             events_max_age=_duration(env, "EVENTS_MAX_AGE", timedelta(days=7)),
             upgrade_invoice_ttl=_duration(env, "UPGRADE_INVOICE_TTL", timedelta(days=7)),
             upkeep_seconds=max(1.0, _float(env, "UPKEEP_SECONDS", 300.0)),
+            transfer_window=_duration(env, "TRANSFER_WINDOW", timedelta(hours=72)),
             billing_backend=backend,
             whmcs_url=env.get("WHMCS_URL", ""),
             whmcs_identifier=env.get("WHMCS_IDENTIFIER", ""),

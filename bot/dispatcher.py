@@ -35,8 +35,10 @@ from flows.commands import (
     NumberChanged,
     PlaceUpgrade,
     RequestCancellation,
+    RequestTransfer,
     SetAlerts,
     StopDomainRenewal,
+    TransferDecided,
     TransferService,
     command_params,
     signal_message,
@@ -53,7 +55,7 @@ from flows.runtime import (
     InboundKind,
     Turn,
 )
-from store import commands, turns
+from store import commands, transfers, turns
 from store.db import Conn
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ class Dispatcher:
             plans_url=settings.plans_url or f"{settings.panel_url}/cart.php",
             upgrade_policy=Policy(settings.upgrade_pricing),
             timezone=settings.display_timezone,
+            transfer_window=settings.transfer_window,
         )
         self._readers = asyncio.Semaphore(settings.dispatch_batch_readers)
         # After a batch failed as a whole: how many claims to make one message at a time.
@@ -333,6 +336,11 @@ class Dispatcher:
                         new_user_id=new_user,
                         client_id=changed,
                     )
+                case RequestTransfer():
+                    if await self._record_transfer(conn, conv.id, effect):
+                        woken.add(COMMANDS)
+                case TransferDecided(pair_key=pair_key, outcome=outcome):
+                    await transfers.decided(conn, pair_key, outcome)
                 case Notify(conversation_id=to, key=key):
                     wamid = f"signal:{key}"
                     message = signal_message(wamid, effect, conv.id)
@@ -353,6 +361,47 @@ class Dispatcher:
                 case _:
                     assert_never(effect)
         return recipient
+
+    async def _record_transfer(
+        self, conn: Conn, conversation_id: int, effect: RequestTransfer
+    ) -> bool:
+        """Keep a holder's transfer message; when it completes a pair, queue the transfer
+        for the origin holder's conversation. True when a command was queued."""
+        recorded = await transfers.record(
+            conn,
+            transfers.Request(
+                conversation_id=conversation_id,
+                client_id=effect.client_id,
+                role=effect.role,
+                origin_client_id=effect.origin_client_id,
+                destination_client_id=effect.destination_client_id,
+                service_label=effect.service_label,
+                service_id=effect.service_id,
+                text=effect.text,
+            ),
+            timedelta(seconds=effect.window_seconds),
+        )
+        origin, destination = recorded.origin, recorded.destination
+        if origin is None or destination is None or recorded.pair_key is None:
+            return False
+        command = TransferService(
+            key=recorded.pair_key,
+            client_id=origin.origin_client_id,
+            service_id=origin.service_id or "",
+            to_client_id=origin.destination_client_id,
+            reply_to="transfer",
+            notify_conversation=destination.conversation_id,
+            service_label=origin.service_label,
+        )
+        await commands.enqueue(
+            conn,
+            key=command.key,
+            conversation_id=origin.conversation_id,
+            reply_to=command.reply_to,
+            kind=command.KIND,
+            params=command_params(command),
+        )
+        return True
 
     async def _identify(self, wa_id: str | None, linked: str | None) -> Identity:
         """The billing client behind this WhatsApp number (SPEC §3): the one a number

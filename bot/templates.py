@@ -15,6 +15,10 @@ from typing import Any
 from flows.alerts import MESSAGE_KEYS
 from flows.catalog import Catalog
 
+# Every template the bot may send: the alerts', and a transfer request's expiry (its
+# sender is told days later, outside the 24 h window).
+TEMPLATE_KEYS = (*MESSAGE_KEYS, "transfer.expired")
+
 LANGUAGE = "es"
 CATEGORY = "UTILITY"
 CATEGORIES = frozenset({"UTILITY", "MARKETING", "AUTHENTICATION"})
@@ -41,7 +45,7 @@ def definitions(catalog: Catalog, panel_url: str) -> list[dict[str, Any]]:
     paid and expired variants), as Meta's creation JSON."""
     panel = panel_url.rstrip("/")
     footer = _raw_text(catalog, "alerts.template_footer")
-    return [_definition(catalog, key, panel, footer) for key in MESSAGE_KEYS]
+    return [_definition(catalog, key, panel, footer) for key in TEMPLATE_KEYS]
 
 
 def param_counts(catalog: Catalog) -> dict[str, tuple[int, int]]:

@@ -1,7 +1,12 @@
-"""Chores on a timer, in the background process: an upgrade's invoice left unpaid for
-UPGRADE_INVOICE_TTL (default 7 days) is voided, and the customer is told its quote
-expired (the billing system announces invoice.cancelled; flows.alerts says it as the
-upgrade's expiry). Every process may run it: the backends void each invoice once."""
+"""Chores on a timer, in the background process:
+
+- an upgrade's invoice left unpaid for UPGRADE_INVOICE_TTL (default 7 days) is voided,
+  and the customer is told its quote expired (the billing system announces
+  invoice.cancelled; flows.alerts says it as the upgrade's expiry);
+- a holder's transfer message that waited TRANSFER_WINDOW for the other holder's is
+  expired, and its sender told (a signal to their conversation's transfer flow).
+
+Every process may run them: each invoice is voided once, each request told once."""
 
 from __future__ import annotations
 
@@ -10,15 +15,22 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+import asyncpg
+
 from bot.config import Settings
-from bot.listener import EVENTS, Signals
+from bot.listener import EVENTS, INBOX, Signals
 from flows.billing import Billing, BillingError
+from flows.commands import Notify, signal_message
+from store import commands, transfers
 
 log = logging.getLogger(__name__)
 
 
 class Upkeep:
-    def __init__(self, settings: Settings, billing: Billing, signals: Signals) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, billing: Billing, signals: Signals
+    ) -> None:
+        self.pool = pool
         self.settings = settings
         self.billing = billing
         self.signals = signals
@@ -34,6 +46,31 @@ class Upkeep:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.upkeep_seconds)
 
     async def once(self) -> int:
+        """Both chores; how many things they did."""
+        return await self.expire_upgrades() + await self.expire_transfers()
+
+    async def expire_transfers(self) -> int:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                expired = await transfers.expire(conn)
+                for request in expired:
+                    key = f"transfer-expired:{request.id}"
+                    notice = Notify(
+                        request.conversation_id, "transfer", "expired", key,
+                        {"service": request.service_label},
+                    )  # fmt: skip
+                    wamid = f"signal:{key}"
+                    await commands.enqueue_system_message(
+                        conn, request.conversation_id, wamid, signal_message(wamid, notice, None)
+                    )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            log.warning("expiring transfer requests: %s; trying again later", e)
+            return 0
+        if expired:
+            self.signals.notify(INBOX)
+        return len(expired)
+
+    async def expire_upgrades(self) -> int:
         """Void the upgrade invoices unpaid for too long; how many."""
         before = datetime.now(UTC) - self.settings.upgrade_invoice_ttl
         try:

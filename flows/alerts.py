@@ -145,15 +145,20 @@ def alert(
     base = message_key(event_type, facts)
     values = fields(catalog, event_type, client, facts, panel_url)
     text = catalog.text(f"{base}.text", **values)
+    return Reply(Text(text, preview_url=True), template_from(catalog, base, values))
+
+
+def template_from(catalog: Catalog, base: str, values: Mapping[str, str]) -> Template:
+    """The approved template under `base` (`template`, `params`, maybe a URL `button`)
+    with its parameters taken from `values` and made safe for Meta."""
     params = tuple(template_param(values[name]) for name in catalog.words(f"{base}.params"))
     button: tuple[str, ...] = ()
     if catalog.has(f"{base}.button.param"):
         button = (url_param(values[str(catalog.raw(f"{base}.button.param"))]),)
-    template = Template(
+    return Template(
         name=catalog.text(f"{base}.template"), language="es", body_params=params,
         button_params=button,
     )  # fmt: skip
-    return Reply(Text(text, preview_url=True), template)
 
 
 def facts_from_data(data: Mapping[str, Any]) -> EventFacts:

@@ -85,7 +85,32 @@ class Notify:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-LocalCommand = Escalate | SetAlerts | NumberChanged | Notify
+@dataclass(frozen=True, slots=True)
+class RequestTransfer:
+    """One holder's transfer message (flows.transfer), recorded in the turn's
+    transaction; when the other holder's byte-identical message is waiting, the pair is
+    matched there and the transfer command queued (for the origin holder's conversation,
+    which tells the other one the outcome)."""
+
+    client_id: str
+    role: str  # origin | destination
+    origin_client_id: str
+    destination_client_id: str
+    service_label: str
+    service_id: str | None  # known on the origin holder's side
+    text: str
+    window_seconds: int  # how long it waits for the other holder's
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDecided:
+    """What a matched pair's transfer came to, recorded for staff."""
+
+    pair_key: str
+    outcome: str
+
+
+LocalCommand = Escalate | SetAlerts | NumberChanged | Notify | RequestTransfer | TransferDecided
 
 # -- billing commands -------------------------------------------------------------------
 
@@ -130,6 +155,10 @@ class TransferService:
     service_id: str
     to_client_id: str
     reply_to: str = ""
+    # A transfer matched from two holders' messages: the destination holder's
+    # conversation (told the outcome too) and the service as the messages name it.
+    notify_conversation: int | None = None
+    service_label: str = ""
 
 
 BillingCommand = PlaceUpgrade | RequestCancellation | StopDomainRenewal | TransferService

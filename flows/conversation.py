@@ -5,8 +5,9 @@ conversation's signal, handed to the flow it is for); reactions (no answer); ses
 expiry (the flow is told, then everything but its `kept` data goes); messages we cannot
 read; in a state that takes text literally, only an exact escape word; elsewhere the
 global words (`menu`, `salir`, `asesor`); a request to stop the alerts ("BAJA ALERTAS",
-"STOP", "no quiero más avisos"), which leaves the conversation where it was; then the
-current flow. When the flow does not understand, the ladder: ask again, then show the
+"STOP", "no quiero más avisos"), which leaves the conversation where it was; a holder's
+transfer message (flows.transfer), whatever the state; then the current flow. When the
+flow does not understand, the ladder: ask again, then show the
 menu, then offer a person.
 """
 
@@ -40,6 +41,7 @@ from flows.runtime import (
     run_step,
     split_state,
 )
+from flows.transfer import Transfer, TransferText
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,16 @@ async def _handle(
         if _asks_to_stop_alerts(deps, text, literal=literal):
             turn.context.pop(LADDER_KEY, None)
             _stop_alerts(deps, identity, turn)
+            return turn
+        if not literal and TransferText.parse(text) is not None:
+            # A holder's transfer message, whatever the conversation was doing.
+            turn.context.pop(LADDER_KEY, None)
+
+            async def request(step: Step) -> None:
+                assert isinstance(step, Transfer)
+                await step.on_request(text)
+
+            await run(Transfer, "requested", request)
             return turn
 
     if literal and inbound.kind is InboundKind.TEXT:

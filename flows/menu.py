@@ -29,9 +29,9 @@ FAQ_TOPICS = (
 )
 
 # Options of the main menu that belong to conversations of later releases.
-COMING_SOON = ("transfer", "cancel")
+COMING_SOON = ("cancel",)
 # Every option of the main menu, in the order shown to an identified customer.
-MENU_OPTIONS = ("upgrade", *COMING_SOON, "account", "alerts", "faq", "human")
+MENU_OPTIONS = ("upgrade", "transfer", *COMING_SOON, "account", "alerts", "faq", "human")
 
 # "Mis alertas" (every alert and its state) and the list to switch them one by one.
 ALERT_STATES = ("alerts", "alerts_pick")
@@ -92,6 +92,7 @@ class Menu(Step):
         {"trigger": "prospect", "source": "*", "dest": "prospect"},
         {"trigger": "go_account", "source": "*", "dest": None, "after": "to_account"},
         {"trigger": "go_upgrade", "source": "*", "dest": None, "after": "to_upgrade"},
+        {"trigger": "go_transfer", "source": "*", "dest": None, "after": "to_transfer"},
     ]
 
     # -- choices per state ----------------------------------------------------------
@@ -105,9 +106,10 @@ class Menu(Step):
         if not self.identified:
             return [faq, human, *hidden_faq]
         upgrade = _menu_option("upgrade", "go_upgrade")
+        transfer = _menu_option("transfer", "go_transfer")
         soon = [_menu_option(o, "coming_soon", sets=(("soon", o),)) for o in COMING_SOON]
         account, alerts = _menu_option("account", "go_account"), _menu_option("alerts", "go_alerts")
-        return [upgrade, *soon, account, alerts, faq, human, *hidden_faq]
+        return [upgrade, transfer, *soon, account, alerts, faq, human, *hidden_faq]
 
     def choices(self) -> list[Choice]:
         back = Choice("menu", "go_menu", "common.back_to_menu", "words.menu")
@@ -385,6 +387,9 @@ class Menu(Step):
 
     def to_upgrade(self) -> None:
         self.goto("upgrade", "start")
+
+    def to_transfer(self) -> None:
+        self.goto("transfer", "start")
 
     async def render_prospect(self) -> None:
         # Said in full once; asked again, the link alone.

@@ -219,6 +219,8 @@ class Deps:
     upgrade_policy: Policy = Policy.DIFFERENCE
     # The company's time zone (DISPLAY_TIMEZONE): "today" for quotes is its date.
     timezone: str = "UTC"
+    # How long a holder's transfer message waits for the other's (TRANSFER_WINDOW).
+    transfer_window: timedelta = timedelta(hours=72)
 
     def today(self) -> date:
         return datetime.now(ZoneInfo(self.timezone)).date()

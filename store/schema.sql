@@ -370,6 +370,32 @@ CREATE TABLE send_budget (
     CONSTRAINT send_budget_pkey PRIMARY KEY (id)
 );
 
+CREATE TABLE transfer_requests (
+    id bigint NOT NULL DEFAULT nextval('transfer_requests_id_seq'::regclass),
+    conversation_id bigint NOT NULL,
+    client_id text NOT NULL,
+    role text NOT NULL,
+    origin_client_id text NOT NULL,
+    destination_client_id text NOT NULL,
+    service_label text NOT NULL,
+    service_id text,
+    text text NOT NULL,
+    text_sha256 text NOT NULL,
+    status text NOT NULL DEFAULT 'pending'::text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    expires_at timestamp with time zone NOT NULL,
+    matched_with bigint,
+    command_key text,
+    outcome text,
+    decided_at timestamp with time zone,
+    CONSTRAINT transfer_requests_matched_with_fkey FOREIGN KEY (matched_with) REFERENCES transfer_requests(id),
+    CONSTRAINT transfer_requests_pkey PRIMARY KEY (id),
+    CONSTRAINT transfer_requests_role_check CHECK ((role = ANY (ARRAY['origin'::text, 'destination'::text]))),
+    CONSTRAINT transfer_requests_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'matched'::text, 'expired'::text, 'duplicate'::text])))
+);
+CREATE INDEX transfer_requests_expiring ON transfer_requests USING btree (expires_at) WHERE (status = 'pending'::text);
+CREATE INDEX transfer_requests_pending ON transfer_requests USING btree (text_sha256) WHERE (status = 'pending'::text);
+
 CREATE TABLE webhook_deliveries (
     id bigint NOT NULL DEFAULT nextval('webhook_deliveries_id_seq'::regclass),
     received_at timestamp with time zone NOT NULL DEFAULT now(),

@@ -22,14 +22,8 @@ from tests.billing_fixture import BILLING
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-_TABLES = """
-    webhook_deliveries, inbox, conversations, outbox, recipient_pacing, contact_links,
-    escalations, alert_preferences, billing_clients, billing_categories, billing_products,
-    billing_product_prices, billing_product_upgrades, billing_services, billing_invoices,
-    billing_domains, billing_upgrade_orders, billing_cancellation_requests, billing_quotes,
-    events, whmcs_clients, whmcs_requests, whmcs_sync_progress, commands,
-    conversation_aliases, outbox_attempts
-"""
+# Kept across tests: the migrations applied, and the single send-budget row (reset below).
+_KEPT_TABLES = ("schema_migrations", "send_budget")
 
 
 @cache
@@ -85,7 +79,13 @@ async def database_url() -> AsyncIterator[str]:
 
 
 async def reset(pool: asyncpg.Pool) -> None:
-    await pool.execute(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE")
+    tables = await pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        " AND NOT tablename = ANY($1::text[])",
+        list(_KEPT_TABLES),
+    )
+    names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+    await pool.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
     await pool.execute(
         "UPDATE send_budget SET tokens = 0, updated_at = now(), paused_at = NULL,"
         " paused_code = NULL, paused_reason = NULL, probe_at = NULL, probes = 0"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flows import upgrade
+from flows import transfer, upgrade
 from flows.account import SERVICE_STATUSES
 from flows.alerts import ALERT_TYPES, catalog_key
 from flows.catalog import Catalog, default_catalog, placeholders
@@ -41,6 +41,9 @@ KNOWN_VALUES: dict[str, tuple[str, ...]] = {
     "button": upgrade.BUTTONS,  # flows/upgrade._button
     "cycle": upgrade.CYCLE_ORDER,  # flows/upgrade: a period's name and "per"
     "reason": (*upgrade.REFUSALS, "other"),  # flows/upgrade._refused
+    "side": transfer.SIDES,  # flows/transfer._tell
+    "why": (*transfer.REFUSALS, "other"),  # flows/transfer._tell
+    "pending": transfer.PENDING_OUTCOMES,  # flows/transfer._tell
 }
 # Meta's template texts, with numbered parameters ({{1}}): not sentences the bot formats;
 # bot.templates.problems checks them against Meta's rules.
@@ -340,7 +343,7 @@ def test_the_scan_finds_the_keys_used_in_each_way() -> None:
         "alerts.turn_on_keywords",  # f"{key}_keywords" with key from a conditional
         "menu.options.cancel.keywords",  # f-string over COMING_SOON
         "faq.phone.answer",  # f-string over FAQ_TOPICS
-        "menu.coming_soon.transfer",
+        "menu.coming_soon.cancel",
         "menu.options.human.description",  # Choice(...) positional
         "faq.backups.description",  # Choice(description=...)
     ):

@@ -102,6 +102,8 @@ def intent_of(turn: Turn, state_before: str) -> str | None:
             return "buy"
         case "upgrade.downgrade":
             return "downgrade"
+        case state if state.startswith("transfer."):
+            return "transfer"
         case state if state.startswith("upgrade."):
             return "upgrade"
     return f"?{turn.state}"

@@ -269,8 +269,8 @@ async def test_tapping_list_rows_answers(sandbox: Sandbox, http: aiohttp.ClientS
     assert body_text(answer) == CATALOG.text(
         "faq.downgrade.answer", panel_url=sandbox.settings.panel_details_url
     )
-    assert body_text(after_answer) == CATALOG.text("faq.after_answer")
-    assert buttons(after_answer) == ["faq", "menu"]
+    # A customer asking to move down is offered the ways forward: cancel, or a person.
+    assert buttons(after_answer) == ["cancel_service", "human", "menu"]
 
     # A reply button goes through the same way.
     menu_button = {"id": "menu", "title": "Menú principal"}

@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 
 from bot.fakes.cloud_api import FakeCloudAPI
-from bot.templates import definitions, param_counts, problems
+from bot.templates import TEMPLATE_KEYS, definitions, param_counts, problems
 from bot.wa_client import _graph_message
-from flows.alerts import ALERT_TYPES, MESSAGE_KEYS, alert
+from flows.alerts import ALERT_TYPES, alert
 from flows.billing import Client, EventFacts
 from flows.catalog import default_catalog
 from flows.outbound import Template
@@ -63,9 +63,9 @@ def test_export_gives_every_alert_template_as_the_catalog_has_them(
     assert printed.returncode == 0, printed.stderr
     found = json.loads(printed.stdout)
 
-    # The 11 event types', then an upgrade's invoice paid and voided.
-    assert len(found) == len(MESSAGE_KEYS) == 13
-    for base, definition in zip(MESSAGE_KEYS, found, strict=True):
+    # The 11 event types', an upgrade's invoice paid and voided, a transfer expired.
+    assert len(found) == len(TEMPLATE_KEYS) == 14
+    for base, definition in zip(TEMPLATE_KEYS, found, strict=True):
         assert problems(definition) == [], definition["name"]
         assert definition["name"] == raw(f"{base}.template")
         assert (definition["language"], definition["category"]) == ("es", "UTILITY")

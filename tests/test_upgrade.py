@@ -35,13 +35,14 @@ class Chat:
         self.seen = 0
 
     async def _answers(self, expect_interactive: bool) -> list[SentMessage]:
-        """The replies to one message: up to the prompt (interactive) that ends them."""
+        """The replies to one message: up to the prompt (interactive) that ends them, and
+        whatever else came meanwhile (another conversation's news)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
         while True:
             mine = [m for m in self.stack.fake.sent if m.to == self.wa_id]
             new = mine[self.seen :]
-            if new and (not expect_interactive or new[-1].type == "interactive"):
+            if new and (not expect_interactive or any(m.type == "interactive" for m in new)):
                 self.seen = len(mine)
                 return new
             if loop.time() > deadline:
