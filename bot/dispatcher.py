@@ -438,7 +438,7 @@ async def _prompts_on_screen(conn: Conn, starts: list[turns.TurnStart]) -> dict[
     """The prompt on screen of each conversation whose message is a tap quoting one of
     our messages (only those need it: flows.conversation._stale_tap)."""
     tapping = [
-        s.conversation.id
+        (s.conversation.id, str(s.message.data["context_id"]))
         for s in starts
         if s.message.data.get("kind") == "choice" and s.message.data.get("context_id")
     ]

@@ -230,21 +230,33 @@ async def record_failure(
     return attempts is not None and attempts >= max_attempts
 
 
-async def current_prompts(db: Conn | asyncpg.Pool, conversation_ids: list[int]) -> dict[int, str]:
-    """For each conversation, the wamid of the last interactive message queued for it
-    ("" while WhatsApp has not accepted it); conversations never sent one are absent."""
+async def current_prompts(db: Conn | asyncpg.Pool, taps: list[tuple[int, str]]) -> dict[int, str]:
+    """For each (conversation, wamid the tap quotes): the wamid of the last interactive
+    message queued for that conversation; conversations never sent one are absent.
+
+    While that last prompt's wamid is not known yet (WhatsApp took it but its answer was
+    lost, and no status has come), a tap quoting a message we do not know as one of ours
+    can only be on it: the quoted wamid is answered as the prompt. A tap quoting an older
+    message of ours is answered "" — not the prompt on screen."""
     rows = await db.fetch(
         """
-        SELECT c.id, last.wamid FROM unnest($1::bigint[]) AS c(id)
+        SELECT t.id, CASE
+            WHEN last.wamid IS NOT NULL THEN last.wamid
+            WHEN EXISTS (SELECT 1 FROM outbox AS o
+                         WHERE o.conversation_id = t.id AND o.wamid = t.quoted) THEN ''
+            ELSE t.quoted
+        END AS prompt
+        FROM unnest($1::bigint[], $2::text[]) AS t(id, quoted)
         CROSS JOIN LATERAL (
             SELECT o.wamid FROM outbox AS o
-            WHERE o.conversation_id = c.id AND o.message ->> 'kind' IN ('buttons', 'list')
+            WHERE o.conversation_id = t.id AND o.message ->> 'kind' IN ('buttons', 'list')
             ORDER BY o.id DESC LIMIT 1
         ) AS last
         """,
-        conversation_ids,
+        [conversation for conversation, _ in taps],
+        [quoted for _, quoted in taps],
     )
-    return {r["id"]: r["wamid"] or "" for r in rows}
+    return {r["id"]: r["prompt"] for r in rows}
 
 
 # -- effects ---------------------------------------------------------------------------

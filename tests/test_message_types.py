@@ -108,3 +108,28 @@ async def test_a_tap_on_an_older_message_shows_the_current_options_and_chooses_n
     assert again.body["interactive"] == faq.body["interactive"]
     assert tasks == 0  # the old tap chose nothing
     assert text_of(answer) == CATALOG.text("faq.backups.answer", panel_url=PANEL)
+
+
+async def test_a_tap_on_a_prompt_whose_id_is_not_known_yet_is_taken(
+    pool: asyncpg.Pool, database_url: str
+) -> None:
+    """WhatsApp took the list but its answer was lost (504) and no status came yet: the
+    bot does not know the list's wamid. A tap quoting a message it does not know as its
+    own can only be on that list; one quoting an older message of its own is stale."""
+    async with Stack(database_url, awkward=None) as stack:
+        await stack.say(JUAN_WA, "hola")
+        [menu] = await stack.replies(1)
+        await stack.tap(JUAN_WA, "faq", "Preguntas frecuentes", row=True)
+        [_, faq] = await stack.replies(2)
+        # As if its answer had been lost: the list's wamid unknown to the bot.
+        await pool.execute("UPDATE outbox SET wamid = NULL WHERE id = (SELECT max(id) FROM outbox)")
+        older = wa_payloads.inbound_list_reply(
+            JUAN_WA, "human", "Hablar con una persona", context_wamid=menu.wamid
+        )
+        assert await stack.send(older) == 200
+        stale = (await stack.replies(4))[2:]
+        await stack.tap(JUAN_WA, "faq:backups", "Backups", row=True)  # quotes the list
+        answer = (await stack.replies(5))[4]
+    assert text_of(stale[0]) == CATALOG.text("common.stale_choice")
+    assert text_of(answer) == CATALOG.text("faq.backups.answer", panel_url=PANEL)
+    assert faq.wamid  # the list WhatsApp did take

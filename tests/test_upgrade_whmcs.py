@@ -46,7 +46,6 @@ from tests.harness import (
     text_of,
 )
 from tests.procs import ROOT, ServerProcess, free_port, server_env
-from tests.test_upgrade import all_within_limits, rows, texts
 
 JUAN_WA = "5491155551234"  # Argentina: WhatsApp's 9 that the account phone lacks
 PAID_FOR_THIS_YEAR = Decimal("123.45")  # Hosting Inicial, annually: what Juan paid
@@ -150,6 +149,28 @@ def _data() -> dict[str, Any]:
     }
 
 
+def texts(messages: list[SentMessage]) -> str:
+    return "\n".join(text_of(m) for m in messages)
+
+
+def rows(message: SentMessage) -> dict[str, dict[str, str]]:
+    """The rows of a list message, by id."""
+    action = message.body["interactive"]["action"]
+    return {r["id"]: r for s in action.get("sections", []) for r in s["rows"]}
+
+
+def all_within_limits(messages: list[SentMessage]) -> None:
+    """Every message passes WhatsApp's length limits (as the fake read it)."""
+    for m in messages:
+        if m.type == "text":
+            assert len(m.body["text"]["body"]) <= 4096
+        elif m.type == "interactive":
+            for b in m.body["interactive"]["action"].get("buttons", []):
+                assert len(b["reply"]["title"]) <= 20, b
+            for r in rows(m).values():
+                assert len(r["title"]) <= 24 and len(r.get("description", "")) <= 72, r
+
+
 def _a_year_after(day: date) -> date:
     try:
         return day.replace(year=day.year + 1)
@@ -201,10 +222,12 @@ class Chat:
 
     def __init__(
         self,
+        pool: asyncpg.Pool,
         cloud: FakeCloudAPI,
         post: Callable[[InboundItem], Awaitable[int]],
         wa_id: str = JUAN_WA,
     ) -> None:
+        self.pool = pool
         self.cloud = cloud
         self.post = post
         self.wa_id = wa_id
@@ -241,10 +264,26 @@ class Chat:
         await self.send(wa_payloads.inbound_text(self.wa_id, text))
         return await self.answers(prompt=prompt)
 
-    def tap_item(self, choice_id: str, *, row: bool = False) -> InboundItem:
-        """A tap on an option of the last prompt, quoting it as WhatsApp does."""
+    async def tap_item(self, choice_id: str, *, row: bool = False) -> InboundItem:
+        """A tap on an option of the last prompt, quoting it as WhatsApp does, once the
+        bot knows that prompt's message id (WhatsApp accepted it, or its status came).
+
+        A customer reads before tapping; tapping the instant the fake recorded the send
+        would race the bot learning the id, and a tap on a prompt whose id the bot does
+        not know yet is taken as a tap on an older message (flows/conversation.py
+        `_stale_tap`: current_prompt "" ≠ the quoted id)."""
         prompts = [m for m in self.mine() if m.type == "interactive"]
         context = prompts[-1].wamid if prompts else None
+        if prompts:
+            outbox_id = int(outbox_id_of(prompts[-1]))
+
+            async def known() -> bool:
+                wamid = await self.pool.fetchval(
+                    "SELECT wamid FROM outbox WHERE id = $1", outbox_id
+                )
+                return bool(wamid == context)
+
+            await until(f"the bot knows its prompt {context}", known, timeout=30)
         if row:
             return wa_payloads.inbound_list_reply(self.wa_id, choice_id, "x", context_wamid=context)
         return wa_payloads.inbound_button_reply(self.wa_id, choice_id, "x", context_wamid=context)
@@ -252,7 +291,7 @@ class Chat:
     async def tap(
         self, choice_id: str, *, row: bool = False, prompt: bool = True
     ) -> list[SentMessage]:
-        await self.send(self.tap_item(choice_id, row=row))
+        await self.send(await self.tap_item(choice_id, row=row))
         return await self.answers(prompt=prompt)
 
 
@@ -325,7 +364,7 @@ async def test_upgrade_on_whmcs_quotes_the_difference_and_links_whmcs_invoice(
     async with fake_whmcs(db, tmp_path) as (whmcs, settings):
         backend = {name: getattr(settings, name) for name in WHMCS_SETTINGS}
         async with Stack(database_url, **backend) as stack:
-            chat = Chat(stack.fake, stack.send)
+            chat = Chat(db, stack.fake, stack.send)
             start = await chat.say("quiero subir de plan")
             # One active service: said which, not asked; the suspended radio not offered.
             assert "juanperez.com.ar" in texts(start)
@@ -406,13 +445,13 @@ async def test_confirmed_again_and_redelivered_whmcs_orders_once(
             delay=6.0,
         )
         async with Stack(database_url, **backend) as stack:
-            chat = Chat(stack.fake, stack.send)
+            chat = Chat(db, stack.fake, stack.send)
             await quote_hosting_pro_yearly(chat, whmcs)
-            confirm = chat.tap_item("confirm")
+            confirm = await chat.tap_item("confirm")
             await chat.send(confirm)
             await until("the order reached WHMCS", _async(lambda: bool(real_upgrades(whmcs))), 20)
             # While the order is in flight:
-            await chat.send(chat.tap_item("confirm"))  # the button again (a new message id)
+            await chat.send(await chat.tap_item("confirm"))  # the button again (a new message id)
             await chat.send(wa_payloads.inbound_text(JUAN_WA, "confirmo"))
             payload = wa_payloads.messages_update(PHONE_ID, [confirm])
             assert await stack.post(payload) == 200  # Meta redelivers the first tap
@@ -561,7 +600,7 @@ async def test_killed_while_whmcs_holds_the_order_answer_orders_once_and_tells_o
             database_url, settings, tmp_path / "server.log", ("bot", "serve")
         ) as (cloud, server):
             await server.start()
-            chat = Chat(cloud, lambda item: _post_as_meta(cloud, item))
+            chat = Chat(db, cloud, lambda item: _post_as_meta(cloud, item))
             explain = explainer(db, chat, whmcs, server)
             await quote_hosting_pro_yearly(chat, whmcs)
             await chat.tap("confirm", prompt=False)  # "un momento…"
@@ -652,7 +691,7 @@ async def test_killed_after_whmcs_answered_before_the_outcome_is_recorded_tells_
         ) as (cloud, server),
     ):
         await server.start()
-        chat = Chat(cloud, lambda item: _post_as_meta(cloud, item))
+        chat = Chat(db, cloud, lambda item: _post_as_meta(cloud, item))
         explain = explainer(db, chat, whmcs, server)
         await quote_hosting_pro_yearly(chat, whmcs)
         await chat.tap("confirm", prompt=False)
