@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 1.0
 BATCH = 100
 # Billing lookups in flight at once for one batch (WHMCS calls, or our own tables).
-LOOKUPS = 8
+LOOKUPS = 4
 RETRY_CAP_SECONDS = 600.0
 _DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 

@@ -71,10 +71,10 @@ def pool_size(settings: Settings, *, http: bool = True, workers: bool = True) ->
     one for its batch, the batch's billing reads up to DISPATCH_BATCH_READERS, the sender
     about 4 (claims, results, sweeps, pacing), the command worker 2 (claims, heartbeats,
     outcomes; the billing calls' own short writes share the rest), the alert worker 1
-    for its batch and up to 8 for its billing lookups (local backend)."""
+    for its batch and up to 4 for its billing lookups (local backend)."""
     size = 12 if http else 0
     if workers:
-        size += settings.dispatch_concurrency + settings.dispatch_batch_readers + 4 + 2 + 1 + 8
+        size += settings.dispatch_concurrency + settings.dispatch_batch_readers + 4 + 2 + 1 + 4
     return max(size, 2)
 
 

@@ -309,7 +309,8 @@ async def test_the_alert_of_an_upgrade_invoice_names_the_package(backend: Backen
     renewal_facts = await billing.event_facts(juan, "invoice.paid", {"invoice_id": renewal})
     assert renewal_facts.upgrade_to is None and renewal_facts.total == Decimal("5.00")
     created = await billing.event_facts(juan, "invoice.created", {"invoice_id": paid})
-    assert created.upgrade_to is None  # only a payment or a voiding says it
+    # Its creation is the chat's: the customer was given the link there, not alerted.
+    assert (created.upgrade_to, created.ordered_in_chat) == ("Hosting Pro", True)
     # Another client's invoice gives nothing.
     for event in ("invoice.paid", "invoice.cancelled"):
         other = await billing.event_facts(maria, event, {"invoice_id": paid})
