@@ -282,7 +282,10 @@ class Transfer(Step):
                             "to_client_id": data.get("to_client_id"),
                             "request": outcome.key,
                         },
-                        key=outcome.key,
+                        # One task per move asked for: the same pair sent again while a
+                        # person has not done it yet is the same task.
+                        key=f"transfer:{data.get('service_id')}:{data.get('client_id')}"
+                        f":{data.get('to_client_id')}",
                     )
                 )
             case OutcomeStatus.DONE:
