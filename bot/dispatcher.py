@@ -103,6 +103,7 @@ class Dispatcher:
         self.matcher = Matcher(catalog.words("words.negations"))
         self.signals = signals
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._deps = Deps(
             catalog=catalog,
             matcher=self.matcher,
@@ -137,7 +138,20 @@ class Dispatcher:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self.signals.poke(INBOX)
+
+    async def _idle(self) -> None:
+        """Until new messages are signalled, the idle time passes, or the dispatcher
+        stops. (The workers share one wake-up event, and the first to wake clears it: a
+        worker busy when `stop` pokes would otherwise sleep its whole idle time.)"""
+        woken = asyncio.create_task(self.signals.wait(INBOX, self.settings.dispatch_idle_seconds))
+        stopped = asyncio.create_task(self._stopped.wait())
+        try:
+            await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, stopped):
+                task.cancel()
 
     async def _worker(self, number: int) -> None:
         while not self._stopping:
@@ -148,7 +162,7 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
                 continue
             if not worked:
-                await self.signals.wait(INBOX, self.settings.dispatch_idle_seconds)
+                await self._idle()
             else:
                 # Others may be idle while more is queued: let them look too.
                 self.signals.poke(INBOX)

@@ -107,6 +107,7 @@ class Sender:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.signals.poke(OUTBOX)  # its claim loop may be waiting for work
 
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 import tempfile
@@ -99,6 +100,12 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await LocalBilling(p).load(BILLING)
     yield p
     await p.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One awkward seed for the whole run, shared with pytest-xdist's workers (they
+    inherit the environment), so the seed printed at the end replays every test."""
+    os.environ.setdefault("AWKWARD_SEED", str(random.SystemRandom().randrange(10**6)))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
