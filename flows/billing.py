@@ -306,6 +306,11 @@ class BillingReader(Protocol):
         self, client_id: str, service_id: str, product_id: str, cycle: str, *, today: date
     ) -> UpgradeQuote: ...
 
+    async def cancellation_requested(self, client_id: str, service_id: str) -> datetime | None:
+        """When a cancellation of this service was asked for, if one is pending (a second
+        one is refused with ALREADY_REQUESTED)."""
+        ...
+
     async def products_for(self, client_id: str) -> list[Product]:
         """Every package the company sells, priced for this client (their currency): to
         recognise one a customer names that is not among a service's upgrade paths."""

@@ -17,8 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+# Importing a flow registers it.
 import flows.account
-import flows.upgrade  # noqa: F401  (registers the flow)
+import flows.cancel
+import flows.upgrade  # noqa: F401
 from flows.matching import fold
 from flows.menu import Menu
 from flows.outbound import Reply, Text

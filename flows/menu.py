@@ -28,10 +28,8 @@ FAQ_TOPICS = (
     "phone",
 )
 
-# Options of the main menu that belong to conversations of later releases.
-COMING_SOON = ("cancel",)
 # Every option of the main menu, in the order shown to an identified customer.
-MENU_OPTIONS = ("upgrade", "transfer", *COMING_SOON, "account", "alerts", "faq", "human")
+MENU_OPTIONS = ("upgrade", "transfer", "cancel", "account", "alerts", "faq", "human")
 
 # "Mis alertas" (every alert and its state) and the list to switch them one by one.
 ALERT_STATES = ("alerts", "alerts_pick")
@@ -60,7 +58,6 @@ class Menu(Step):
         "faq_answer",
         "alerts",
         "alerts_pick",
-        "coming_soon",
         "offer_human",
         "handed_over",
         "ended",
@@ -87,12 +84,12 @@ class Menu(Step):
             "dest": None,
             "after": "say_locked",
         },
-        {"trigger": "coming_soon", "source": "*", "dest": "coming_soon"},
         {"trigger": "faq_answer", "source": "*", "dest": "faq_answer"},
         {"trigger": "prospect", "source": "*", "dest": "prospect"},
         {"trigger": "go_account", "source": "*", "dest": None, "after": "to_account"},
         {"trigger": "go_upgrade", "source": "*", "dest": None, "after": "to_upgrade"},
         {"trigger": "go_transfer", "source": "*", "dest": None, "after": "to_transfer"},
+        {"trigger": "go_cancel", "source": "*", "dest": None, "after": "to_cancel"},
     ]
 
     # -- choices per state ----------------------------------------------------------
@@ -107,9 +104,9 @@ class Menu(Step):
             return [faq, human, *hidden_faq]
         upgrade = _menu_option("upgrade", "go_upgrade")
         transfer = _menu_option("transfer", "go_transfer")
-        soon = [_menu_option(o, "coming_soon", sets=(("soon", o),)) for o in COMING_SOON]
+        cancel = _menu_option("cancel", "go_cancel")
         account, alerts = _menu_option("account", "go_account"), _menu_option("alerts", "go_alerts")
-        return [upgrade, transfer, *soon, account, alerts, faq, human, *hidden_faq]
+        return [upgrade, transfer, cancel, account, alerts, faq, human, *hidden_faq]
 
     def choices(self) -> list[Choice]:
         back = Choice("menu", "go_menu", "common.back_to_menu", "words.menu")
@@ -124,7 +121,7 @@ class Menu(Step):
                 return [another, back]
             case "alerts" | "alerts_pick":
                 return self.alert_choices(back)
-            case "coming_soon" | "offer_human" | "prospect":
+            case "offer_human" | "prospect":
                 return [human, back]
             case "handed_over":
                 return [back]
@@ -199,7 +196,6 @@ class Menu(Step):
 
     async def render_main(self) -> None:
         self.ctx.pop("faq", None)
-        self.ctx.pop("soon", None)
         if self.ctx.pop("brief", False):
             # Asked again after not being understood: the options, not the long text.
             self.send(self.prompt(self.t("menu.brief"), self.main_choices()))
@@ -377,11 +373,6 @@ class Menu(Step):
         self.command(change)
         self._preferences = switched(self._preferences or Preferences(), change)
 
-    async def render_coming_soon(self) -> None:
-        option = self.ctx.get("soon", "cancel")
-        body = self.t(f"menu.coming_soon.{option}", panel_url=self.deps.panel_url)
-        self.send(self.prompt(body, self.choices()))
-
     def to_account(self) -> None:
         self.goto("account", "overview")
 
@@ -390,6 +381,9 @@ class Menu(Step):
 
     def to_transfer(self) -> None:
         self.goto("transfer", "start")
+
+    def to_cancel(self) -> None:
+        self.goto("cancel", "start")
 
     async def render_prospect(self) -> None:
         # Said in full once; asked again, the link alone.

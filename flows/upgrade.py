@@ -339,7 +339,7 @@ class Upgrade(Step):
         self.goto("menu", "handed_over")
 
     def to_cancellation(self) -> None:
-        self.goto("menu", "coming_soon", soon="cancel")
+        self.goto("cancel", "start")
 
     async def back(self) -> None:
         previous = {

@@ -23,6 +23,7 @@ import asyncpg
 
 from flows.alerts import facts_from_data
 from flows.billing import (
+    ALREADY_REQUESTED,
     NOT_FOUND,
     NOT_OFFERED,
     NOT_VERIFIED,
@@ -421,6 +422,10 @@ class LocalBilling:
     ) -> CancellationRequest:
         await self._own_service(client_id, service_id)
         async with self.pool.acquire() as conn, conn.transaction():
+            # One at a time per service: asked concurrently, the second waits here.
+            await conn.execute(
+                "SELECT 1 FROM billing_services WHERE id = $1 FOR UPDATE", service_id
+            )
             row = await conn.fetchrow(
                 """
                 SELECT id, service_id, type, reason, requested_at
@@ -428,6 +433,11 @@ class LocalBilling:
                 """,
                 request_id,
             )
+            if row is None and await conn.fetchval(
+                "SELECT 1 FROM billing_cancellation_requests WHERE service_id = $1", service_id
+            ):
+                # Another request for this service exists: a second is never created.
+                raise BillingRefused(ALREADY_REQUESTED, service_id)
             if row is None:
                 row = await conn.fetchrow(
                     """
@@ -443,6 +453,18 @@ class LocalBilling:
                 )
         assert row is not None
         return _cancellation(row)
+
+    async def cancellation_requested(self, client_id: str, service_id: str) -> datetime | None:
+        requested: datetime | None = await self.pool.fetchval(
+            """
+            SELECT max(r.requested_at) FROM billing_cancellation_requests AS r
+            JOIN billing_services AS s ON s.id = r.service_id
+            WHERE r.service_id = $1 AND s.client_id = $2
+            """,
+            service_id,
+            client_id,
+        )
+        return requested
 
     async def stop_domain_renewal(self, client_id: str, domain_id: str) -> Domain:
         row = await self.pool.fetchrow(

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from flows import transfer, upgrade
+from flows import cancel, transfer, upgrade
 from flows.account import SERVICE_STATUSES
 from flows.alerts import ALERT_TYPES, catalog_key
 from flows.catalog import Catalog, default_catalog, placeholders
 from flows.matching import fold
-from flows.menu import COMING_SOON, FAQ_TOPICS, MENU_OPTIONS
+from flows.menu import FAQ_TOPICS, MENU_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*ROOT.glob("flows/*.py"), *ROOT.glob("bot/*.py")])
@@ -33,12 +33,11 @@ CATALOG = default_catalog()
 # What the f-strings' and variables' values can be, from the code that sets them.
 KNOWN_VALUES: dict[str, tuple[str, ...]] = {
     "topic": FAQ_TOPICS,  # menu._faq_choice(topic), render_faq_answer (checked in FAQ_TOPICS)
-    "o": COMING_SOON,  # Menu.main_choices: for o in COMING_SOON
-    "option": COMING_SOON,  # render_coming_soon: ctx["soon"], set by those choices
     "menu_option": MENU_OPTIONS,  # menu._menu_option(menu_option, …)
     "status": SERVICE_STATUSES,  # Account._services (checked in SERVICE_STATUSES)
     "base": tuple(catalog_key(t) for t in ALERT_TYPES),  # flows/alerts, templates, menu
     "button": upgrade.BUTTONS,  # flows/upgrade._button
+    "action": cancel.BUTTONS,  # flows/cancel._button
     "cycle": upgrade.CYCLE_ORDER,  # flows/upgrade: a period's name and "per"
     "reason": (*upgrade.REFUSALS, "other"),  # flows/upgrade._refused
     "side": transfer.SIDES,  # flows/transfer._tell
@@ -341,9 +340,9 @@ def test_the_scan_finds_the_keys_used_in_each_way() -> None:
         "menu.goodbye",  # self.say
         "alerts.now_off",  # one branch of a conditional
         "alerts.turn_on_keywords",  # f"{key}_keywords" with key from a conditional
-        "menu.options.cancel.keywords",  # f-string over COMING_SOON
+        "menu.options.cancel.keywords",  # _menu_option's f-string
         "faq.phone.answer",  # f-string over FAQ_TOPICS
-        "menu.coming_soon.cancel",
+        "cancel.buttons.go_on",  # f-string over flows.cancel.BUTTONS
         "menu.options.human.description",  # Choice(...) positional
         "faq.backups.description",  # Choice(description=...)
     ):

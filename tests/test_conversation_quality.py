@@ -138,7 +138,7 @@ async def test_technical_support_is_a_person_with_the_topic_noted(
 async def test_links_are_written_to_be_tapped(pool: asyncpg.Pool, database_url: str) -> None:
     answers: list[list[str]] = []
     async with Stack(database_url) as stack:
-        for text in ["dar de baja", "mis alertas", "cuanto debo"]:
+        for text in ["quiero actualizar mi telefono", "mis alertas", "cuanto debo"]:
             before = len(stack.fake.sent)
             await stack.say(JUAN_WA, text)
             # Its answer ends with the prompt (an interactive message).

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flows.alerts import ALERT_TYPES, SECURITY, SWITCHABLE, Preferences, catalog_key
-from flows.billing import Client, ClientLookup, Found, Service
+from flows.billing import Client, ClientLookup, Domain, Found, Service
 from flows.catalog import default_catalog
 from flows.conversation import handle
 from flows.matching import Matcher
-from flows.menu import COMING_SOON, FAQ_TOPICS
+from flows.menu import FAQ_TOPICS
 from flows.outbound import Buttons, ListMessage, Message, Text, limit_violations
 from flows.runtime import (
     ConversationView,
@@ -70,6 +70,9 @@ class FakeBilling:
         return self.clients.get(client_id)
 
     async def list_services(self, client_id: str) -> list[Service]:
+        return []
+
+    async def list_domains(self, client_id: str) -> list[Domain]:
         return []
 
 
@@ -247,7 +250,7 @@ async def test_a_number_on_several_accounts_is_not_identified() -> None:
 @pytest.mark.parametrize("typed", ["alertas", "mis alertas", "4", "subir de plan"])
 async def test_an_unknown_number_cannot_reach_account_options(typed: str) -> None:
     turn = await send(text_in(typed), identity=UNKNOWN)
-    assert turn.state not in ("menu.alerts", "menu.coming_soon")
+    assert turn.state == "menu.main" or turn.state.startswith("menu.")
     assert not any(isinstance(e, SetAlerts) for e in turn.effects)
     tapped = await send(tap("alerts"), identity=UNKNOWN)
     assert tapped.state != "menu.alerts"
@@ -326,7 +329,7 @@ async def test_the_title_of_a_visible_option_typed_selects_it() -> None:
 
 # -- global words ----------------------------------------------------------------------
 
-MID_FLOW = ["menu.faq", "menu.faq_answer", "menu.alerts", "menu.coming_soon", "menu.offer_human"]
+MID_FLOW = ["menu.faq", "menu.faq_answer", "menu.alerts", "menu.offer_human"]
 
 
 @pytest.mark.parametrize("state", [*MID_FLOW, "menu.handed_over", "menu.ended"])
@@ -769,8 +772,8 @@ async def test_sentences_that_are_not_stop(typed: str) -> None:
 
 async def test_quiero_dar_de_baja_mi_servicio_is_the_cancellation() -> None:
     turn = await send(text_in("quiero dar de baja mi servicio"))
-    assert turn.effects == []
-    assert turn.context.get("soon") == "cancel"
+    assert turn.effects == []  # not the alerts' BAJA
+    assert turn.state.startswith("cancel.")
 
 
 @pytest.mark.parametrize("identity", [UNKNOWN, NO_PHONE], ids=["unknown", "no_phone"])
@@ -788,29 +791,19 @@ async def test_stop_from_a_number_on_several_accounts_changes_nothing() -> None:
     assert "asesor" in text_of(only(turn))
 
 
-# -- options of later releases ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("option", COMING_SOON)
-async def test_coming_soon_options_explain_the_panel_way(option: str) -> None:
-    turn = await send(tap(option))
-    assert turn.state == "menu.coming_soon"
-    message = only(turn)
-    assert isinstance(message, Buttons)
-    assert message.body == CATALOG.text(f"menu.coming_soon.{option}", panel_url=PANEL_ROOT)
-    assert ids(message) == ["human", "menu"]
+# -- the conversations that act ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("typed", "option"), [("quiero cancelar mi servicio", "cancel"), ("3", "cancel")]
-)
-async def test_coming_soon_options_can_be_typed(typed: str, option: str) -> None:
-    message = only(await send(text_in(typed)))
-    assert isinstance(message, Buttons)
-    assert message.body == CATALOG.text(f"menu.coming_soon.{option}", panel_url=PANEL_ROOT)
+    ("typed", "flow"),
+    [("quiero subir de plan", "upgrade"), ("cambio de titular", "transfer"),
+     ("quiero cancelar mi servicio", "cancel"), ("3", "cancel")],
+)  # fmt: skip
+async def test_the_conversations_that_act_are_reached_by_typing(typed: str, flow: str) -> None:
+    turn = await send(text_in(typed))
+    assert turn.state.startswith(f"{flow}.")
 
 
 async def test_no_quiero_dar_de_baja_is_not_a_cancellation() -> None:
     turn = await send(text_in("no quiero dar de baja"))
-    assert turn.state != "menu.coming_soon"
-    assert "soon" not in turn.context
+    assert not turn.state.startswith("cancel.")

@@ -90,8 +90,8 @@ def intent_of(turn: Turn, state_before: str) -> str | None:
     match turn.state:
         case "menu.faq_answer":
             return f"faq:{turn.context['faq']}"
-        case "menu.coming_soon":
-            return str(turn.context["soon"])
+        case state if state.startswith("cancel."):
+            return "cancel"
         case "menu.alerts":
             return "alerts"
         case "menu.faq":

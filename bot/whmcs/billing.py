@@ -130,6 +130,7 @@ class WhmcsBilling:
         self._region = settings.default_region
         self._phones = PhoneIndex(self._api, pool, self._region, self._verified)
         self._ledger = RequestLedger(pool, self._api)
+        self._pool = pool
         self._catalog = Catalog(self._api)
         self._invoice_services: dict[str, str | None] = {}
 
@@ -942,6 +943,23 @@ class WhmcsBilling:
         }
         await self._ledger.finish(request_id, action, result)
         return cancellation_from(result)
+
+    async def cancellation_requested(self, client_id: str, service_id: str) -> datetime | None:
+        """A cancellation the bot asked WHMCS for (its request ledger): one asked in the
+        client area is not seen here, and WHMCS refuses a second (ALREADY_REQUESTED)."""
+        result = await self._pool.fetchval(
+            """
+            SELECT result FROM whmcs_requests
+            WHERE action = 'AddCancelRequest' AND client_id = $1 AND status = 'done'
+              AND params ->> 'serviceid' = $2
+            ORDER BY created_at DESC LIMIT 1
+            """,
+            client_id,
+            service_id,
+        )
+        if not isinstance(result, dict) or not result.get("requested_at"):
+            return None
+        return datetime.fromisoformat(str(result["requested_at"]))
 
     async def _cancellation_requested(self, service_id: str) -> bool:
         """Whether one of the newest cancellation requests is for this service.
