@@ -26,7 +26,7 @@ from flows.commands import (
     RequestCancellation,
     StopDomainRenewal,
 )
-from flows.options import Choice
+from flows.options import Choice, service_choice
 from flows.runtime import Step
 
 CANCELLABLE = ("active", "suspended")
@@ -116,13 +116,7 @@ class Cancel(Step):
         match self.state:
             case "pick":
                 services = [
-                    Choice.of(
-                        f"svc:{s.id}",
-                        "pick_service",
-                        s.label,
-                        description=s.product_name,
-                        sets=(("service", s.id), ("domain", None)),
-                    )
+                    service_choice(s, "pick_service", clears=("domain",))
                     for s in self._services or []
                 ]
                 domains = [

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flows.billing import Service
 from flows.outbound import BUTTON_TITLE_MAX, LIST_ROWS_MAX, ROW_DESCRIPTION_MAX
 
 ELLIPSIS = "…"
@@ -201,3 +202,18 @@ __all__ = [
     "pages",
     "shorten_titles",
 ]
+
+
+def service_choice(service: Service, trigger: str, *, clears: Sequence[str] = ()) -> Choice:
+    """One of the customer's services as an option (its label, its package beneath),
+    understood also by the label's name alone ("radiolaura" for "radiolaura.com.ar");
+    choosing it sets `service` and empties the `clears` keys chosen for another one."""
+    stem = service.label.split(".", 1)[0].strip()
+    return Choice.of(
+        f"svc:{service.id}",
+        trigger,
+        service.label,
+        description=service.product_name,
+        words=(stem,) if stem and stem != service.label else (),
+        sets=(("service", service.id), *((key, None) for key in clears)),
+    )

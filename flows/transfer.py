@@ -37,7 +37,7 @@ from flows.commands import (
     TransferDecided,
 )
 from flows.matching import fold
-from flows.options import Choice
+from flows.options import Choice, service_choice
 from flows.outbound import Text
 from flows.runtime import Step
 
@@ -114,16 +114,7 @@ class Transfer(Step):
 
     def choices(self) -> list[Choice]:
         if self.state == "service":
-            services = [
-                Choice.of(
-                    f"svc:{s.id}",
-                    "pick_service",
-                    s.label,
-                    description=s.product_name,
-                    sets=(("service", s.id),),
-                )
-                for s in self._services or []
-            ]
+            services = [service_choice(s, "pick_service") for s in self._services or []]
             return [*services, _MENU]
         return [_HUMAN, _MENU]
 

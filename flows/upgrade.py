@@ -28,7 +28,7 @@ from flows.billing import (
 )
 from flows.commands import Escalate, Outcome, OutcomeStatus, PlaceUpgrade
 from flows.matching import Option
-from flows.options import Choice
+from flows.options import Choice, service_choice
 from flows.pricing import Policy, is_upgrade
 from flows.runtime import Step
 
@@ -173,14 +173,7 @@ class Upgrade(Step):
 
     def _service_choices(self) -> list[Choice]:
         return [
-            Choice.of(
-                f"svc:{s.id}",
-                "pick_service",
-                s.label,
-                description=s.product_name,
-                words=_stems(s.label),
-                sets=(("service", s.id), ("category", None), ("product", None)),
-            )
+            service_choice(s, "pick_service", clears=("category", "product"))
             for s in self._services or []
         ]
 

@@ -86,6 +86,14 @@ async def until_invoice(pool: asyncpg.Pool) -> asyncpg.Record:
     return invoice
 
 
+async def order_hosting_pro(chat: Chat, pool: asyncpg.Pool) -> asyncpg.Record:
+    """Juan orders Hosting Pro, a year, and confirms: the invoice it made."""
+    await chat.say("quiero pasar juanperez al plan hosting pro")
+    await chat.tap("cyc:annually", row=True)
+    await chat.tap("confirm")
+    return await until_invoice(pool)
+
+
 def all_within_limits(messages: list[SentMessage]) -> None:
     """Every message the bot sent passes WhatsApp's limit checks (as the fake read it)."""
     for m in messages:
@@ -220,10 +228,7 @@ async def test_an_unpaid_upgrade_is_shown_and_a_second_one_refused(
 ) -> None:
     async with Stack(database_url) as stack:
         chat = Chat(stack)
-        await chat.say("quiero pasar juanperez al plan hosting pro")
-        await chat.tap("cyc:annually", row=True)
-        await chat.tap("confirm")
-        invoice = await until_invoice(pool)
+        invoice = await order_hosting_pro(chat, pool)
         again = await chat.say("quiero subir de plan")
     link = await LocalBilling(pool).invoice_link("c1", invoice["id"])
     said = texts(again)
@@ -238,10 +243,7 @@ async def test_an_unpaid_upgrade_expires_voided_and_told(
         database_url, upgrade_invoice_ttl=timedelta(seconds=2), upkeep_seconds=1
     ) as stack:
         chat = Chat(stack)
-        await chat.say("quiero pasar juanperez al plan hosting pro")
-        await chat.tap("cyc:annually", row=True)
-        await chat.tap("confirm")
-        invoice = await until_invoice(pool)
+        invoice = await order_hosting_pro(chat, pool)
         [told] = await chat._answers(expect_interactive=False)
     status = await pool.fetchval("SELECT status FROM billing_invoices WHERE id = $1", invoice["id"])
     assert status == "cancelled"
@@ -310,10 +312,7 @@ async def test_after_the_session_expires_the_unpaid_upgrade_is_shown_again(
 ) -> None:
     async with Stack(database_url) as stack:
         chat = Chat(stack)
-        await chat.say("quiero pasar juanperez al plan hosting pro")
-        await chat.tap("cyc:annually", row=True)
-        await chat.tap("confirm")
-        invoice = await until_invoice(pool)
+        invoice = await order_hosting_pro(chat, pool)
         # A day later (the session long expired), Juan writes again.
         await pool.execute("UPDATE conversations SET updated_at = now() - interval '1 day'")
         back = await chat.say("hola")
