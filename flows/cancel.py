@@ -149,6 +149,12 @@ class Cancel(Step):
             self.say("cancel.not_identified", panel_url=self.deps.panel_details_url)
             self.leave()
             return
+        placing = self.kept.get("placing")
+        if isinstance(placing, dict) and placing.get("service"):
+            # Its request is on its way: not offered again while it is.
+            self.say("cancel.still_placing", service=str(placing.get("label") or ""))
+            await self.trigger("show_done")
+            return
         await self.load()
         service = self.service()
         if service is None:
@@ -375,20 +381,19 @@ class Cancel(Step):
             self.say("cancel.domain_done_no_date", domain=label)
 
     async def _cancellation(self, outcome: Outcome, label: str, service_id: str) -> None:
-        request = str(outcome.data.get("request_id") or "")
         match outcome.status:
             case OutcomeStatus.DONE if outcome.data.get("kind") == "immediate":
                 today = local_date(self.deps.today())
-                self.say("cancel.done_immediate", service=label, request=request, date=today)
+                self.say("cancel.done_immediate", service=label, date=today)
             case OutcomeStatus.DONE:
                 service = None
                 if self.client is not None:
                     service = await self.deps.billing.get_service(self.client.id, service_id)
                 if service is not None and service.next_due is not None:
                     day = local_date(service.next_due)
-                    self.say("cancel.done_end", service=label, request=request, date=day)
+                    self.say("cancel.done_end", service=label, date=day)
                 else:
-                    self.say("cancel.done_end_no_date", service=label, request=request)
+                    self.say("cancel.done_end_no_date", service=label)
             case OutcomeStatus.REFUSED if outcome.reason == ALREADY_REQUESTED:
                 self.say("cancel.already_requested", service=label)
             case OutcomeStatus.REFUSED:

@@ -945,21 +945,22 @@ class WhmcsBilling:
         return cancellation_from(result)
 
     async def cancellation_requested(self, client_id: str, service_id: str) -> datetime | None:
-        """A cancellation the bot asked WHMCS for (its request ledger): one asked in the
-        client area is not seen here, and WHMCS refuses a second (ALREADY_REQUESTED)."""
-        result = await self._pool.fetchval(
+        """A cancellation the bot asked WHMCS for (its request ledger): done, or whose
+        outcome is not known yet (asked, and the answer lost: a person checks it; asking
+        again would only be refused). One asked in the client area is not seen here, and
+        WHMCS refuses a second (ALREADY_REQUESTED)."""
+        requested: datetime | None = await self._pool.fetchval(
             """
-            SELECT result FROM whmcs_requests
-            WHERE action = 'AddCancelRequest' AND client_id = $1 AND status = 'done'
+            SELECT coalesce((result ->> 'requested_at')::timestamptz, created_at)
+            FROM whmcs_requests
+            WHERE action = 'AddCancelRequest' AND client_id = $1
               AND params ->> 'serviceid' = $2
             ORDER BY created_at DESC LIMIT 1
             """,
             client_id,
             service_id,
         )
-        if not isinstance(result, dict) or not result.get("requested_at"):
-            return None
-        return datetime.fromisoformat(str(result["requested_at"]))
+        return requested
 
     async def _cancellation_requested(self, service_id: str) -> bool:
         """Whether one of the newest cancellation requests is for this service.
