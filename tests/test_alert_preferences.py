@@ -263,9 +263,9 @@ async def test_dar_de_baja_mi_servicio_is_not_stop(pool: asyncpg.Pool, database_
         conversation = await pool.fetchrow(CONVERSATION)
     assert await stored(pool, JUAN) is None  # the alerts untouched
     assert "alertas" not in text_of(reply).lower()
-    # The cancellation, as from the menu's "Dar de baja".
-    assert conversation["context"].get("soon") == "cancel"
-    assert "cancel" in choice_ids(reply) or "human" in choice_ids(reply)
+    # The cancellation, as from the menu's "Dar de baja": which service.
+    assert conversation["state"].startswith("cancel.")
+    assert "svc:s1" in choice_ids(reply)
 
 
 async def test_stop_from_an_unknown_number(pool: asyncpg.Pool, database_url: str) -> None:
