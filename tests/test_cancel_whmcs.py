@@ -51,6 +51,7 @@ from tests.test_upgrade_whmcs import (
     texts,
     until,
 )
+from tests.test_upgrade_whmcs import in_flight as upgrade_in_flight
 
 CANCEL_TEXTS = tomllib.loads((ROOT / "messages_es" / "cancel.toml").read_text("utf-8"))
 HOSTING = "10"  # the fixture's id of juanperez.com.ar
@@ -261,17 +262,8 @@ async def test_confirmation_redelivered_and_typed_again_cancels_once(
 
 async def in_flight(pool: asyncpg.Pool) -> dict[str, Any]:
     """The request-cancellation command, its request in WHMCS's ledger, and how many
-    outcomes were handed to the conversation, as the database has them."""
-    command = await pool.fetchrow("SELECT key, kind, status, attempts FROM commands")
-    ledger = await pool.fetchrow(
-        "SELECT request_id, status FROM whmcs_requests WHERE action = 'AddCancelRequest'"
-    )
-    told = await pool.fetchval("SELECT count(*) FROM inbox WHERE wamid LIKE 'command:%'")
-    return {
-        "command": dict(command) if command else None,
-        "ledger": dict(ledger) if ledger else None,
-        "told": told,
-    }
+    outcomes were handed to the conversation."""
+    return await upgrade_in_flight(pool, "AddCancelRequest")
 
 
 @pytest.mark.timeout(180)

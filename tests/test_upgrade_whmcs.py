@@ -566,12 +566,12 @@ async def _post_as_meta(cloud: FakeCloudAPI, item: InboundItem) -> int:
     return status
 
 
-async def in_flight(pool: asyncpg.Pool) -> dict[str, Any]:
-    """The place-upgrade command and its request in WHMCS's ledger, as the database has
-    them."""
+async def in_flight(pool: asyncpg.Pool, action: str = "UpgradeProduct") -> dict[str, Any]:
+    """The billing command, its request (`action`) in WHMCS's ledger, and how many
+    outcomes were handed to the conversation, as the database has them."""
     command = await pool.fetchrow("SELECT key, kind, status, attempts FROM commands")
     ledger = await pool.fetchrow(
-        "SELECT request_id, status FROM whmcs_requests WHERE action = 'UpgradeProduct'"
+        "SELECT request_id, status FROM whmcs_requests WHERE action = $1", action
     )
     told = await pool.fetchval("SELECT count(*) FROM inbox WHERE wamid LIKE 'command:%'")
     return {
