@@ -2,9 +2,10 @@
 (tests/flows_for_tests.py) registered. Run it with WORKER_PROCESSES=0: the process that
 runs the turns must be the one that imported them.
 
-With `PAUSE_AFTER_BILLING=PATH`, the first billing write that returns records its answer
-in PATH and then never returns: a test kills the process in that gap, after the billing
-system acted and before the outcome was recorded. Once PATH exists, writes go through.
+With `PAUSE_AFTER_BILLING=PATH`, the first billing write that returns (an upgrade placed,
+a cancellation requested) records its answer in PATH and then never returns: a test kills
+the process in that gap, after the billing system acted and before the outcome was
+recorded. Once PATH exists, writes go through.
 """
 
 from __future__ import annotations
@@ -28,11 +29,18 @@ class _PauseAfterWrite:
 
     async def place_upgrade(self, *args: Any, **kwargs: Any) -> Any:
         placed = await self.real.place_upgrade(*args, **kwargs)
+        await self._pause({"request_id": kwargs["request_id"], "invoice_id": placed.invoice.id})
+        return placed
+
+    async def request_cancellation(self, *args: Any, **kwargs: Any) -> Any:
+        request = await self.real.request_cancellation(*args, **kwargs)
+        await self._pause({"request_id": kwargs["request_id"], "id": request.id})
+        return request
+
+    async def _pause(self, answer: dict[str, Any]) -> None:
         if not self.marker.exists():
-            answer = {"request_id": kwargs["request_id"], "invoice_id": placed.invoice.id}
             self.marker.write_text(json.dumps(answer), encoding="utf-8")
             await asyncio.Event().wait()  # killed here
-        return placed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

@@ -8,30 +8,24 @@ The fixture is tests/test_upgrade_whmcs.py's: Juan (WHMCS client 1, WhatsApp
 5491155551234) has the active juanperez.com.ar (10, paid yearly, its current year
 started 120 days ago) and the suspended radio.juanperez.com.ar (11); no domains.
 
-`python -m tests.test_cancel_whmcs` is `python -m bot serve` (the same flows, nothing
-added) whose billing backend, with PAUSE_AFTER_BILLING=PATH, records the first
-cancellation WHMCS answered in PATH and then never returns: the gap between WHMCS acting
-and the outcome being recorded, where the kill test kills it.
+The kill after WHMCS answered runs tests/serve_with_test_flows.py (`python -m bot serve`
+with PAUSE_AFTER_BILLING: the first cancellation WHMCS answered is recorded and never
+returns, the gap where the test kills it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import tomllib
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import pytest
 
-from bot.config import Settings
 from bot.fakes import payloads as wa_payloads
 from bot.fakes.whmcs import ApiCall, FailureKind, FakeWhmcs
-from flows.billing import Billing
 from tests.harness import PHONE_ID, Stack, choice_ids, outbox_id_of, text_of
 from tests.procs import ROOT
 from tests.test_upgrade_whmcs import (
@@ -353,7 +347,7 @@ async def test_killed_after_whmcs_answered_before_the_outcome_is_recorded_tells_
             database_url,
             settings,
             tmp_path / "server.log",
-            ("tests.test_cancel_whmcs",),
+            ("tests.serve_with_test_flows",),
             PAUSE_AFTER_BILLING=str(marker),
         ) as (cloud, server),
     ):
@@ -407,48 +401,3 @@ async def test_killed_after_whmcs_answered_before_the_outcome_is_recorded_tells_
     assert CANCEL_TEXTS["already"].split("{", 1)[0] in texts(again), texts(again)
     assert LABEL in texts(again)
     assert await db.fetchval("SELECT count(*) FROM escalations") == 0
-
-
-# -- `python -m tests.test_cancel_whmcs`: the server, paused after WHMCS answered ---------------
-
-
-class _PauseAfterCancellation:
-    """The billing backend, whose first cancellation WHMCS answered is recorded in
-    `marker` and then never returns (the process is killed there); once `marker`
-    exists, cancellations go through."""
-
-    def __init__(self, real: Any, marker: Path) -> None:
-        self.real = real
-        self.marker = marker
-
-    async def request_cancellation(self, *args: Any, **kwargs: Any) -> Any:
-        request = await self.real.request_cancellation(*args, **kwargs)
-        if not self.marker.exists():
-            answer = {"request_id": kwargs["request_id"], "id": request.id}
-            self.marker.write_text(json.dumps(answer), encoding="utf-8")
-            await asyncio.Event().wait()  # killed here
-        return request
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-
-def _serve() -> int:
-    from bot import app as app_module
-    from bot.__main__ import main
-
-    marker = os.environ.get("PAUSE_AFTER_BILLING")
-    if marker:
-        make_billing = app_module.make_billing
-
-        def pausing(settings: Settings, pool: asyncpg.Pool) -> Billing:
-            return cast(
-                "Billing", _PauseAfterCancellation(make_billing(settings, pool), Path(marker))
-            )
-
-        app_module.make_billing = pausing
-    return main(["serve"])
-
-
-if __name__ == "__main__":
-    sys.exit(_serve())
