@@ -22,7 +22,7 @@ from bot.sender import Sender
 from bot.status_writer import StatusWriter
 from bot.upkeep import Upkeep
 from bot.wa_client import CloudAPI
-from bot.webhook import POOL, SETTINGS, SIGNALS, STATUS_WRITER
+from bot.webhook import BILLING, POOL, SETTINGS, SIGNALS, STATUS_WRITER
 from flows.billing import Billing
 from flows.catalog import default_catalog
 from flows.pricing import Policy
@@ -33,7 +33,6 @@ from store.outbox import counts_by_status, sending_pause
 
 log = logging.getLogger(__name__)
 
-BILLING: web.AppKey[Billing] = web.AppKey("billing")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

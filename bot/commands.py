@@ -269,6 +269,8 @@ class CommandWorker:
                 reason=OUTCOME_UNKNOWN_TASK,
                 key=f"unknown:{claimed.key}",
                 client_id=claimed.params.get("client_id"),
+                # Money may have moved (or not): someone must look soon.
+                priority="high",
                 detail={
                     "summary": f"{claimed.kind}: the billing system's answer was lost",
                     "command": claimed.kind,

@@ -55,7 +55,7 @@ from flows.runtime import (
     InboundKind,
     Turn,
 )
-from store import commands, transfers, turns
+from store import commands, queue, transfers, turns
 from store.db import Conn
 
 log = logging.getLogger(__name__)
@@ -329,14 +329,21 @@ class Dispatcher:
         client_id = identity.client.id if identity.client else None
         for effect in turn.effects:
             match effect:
-                case Escalate(reason=reason, summary=summary, detail=detail, key=key):
-                    task = {"summary": summary, **detail}
-                    if key is None:
-                        await turns.escalate(conn, conv.id, client_id, reason, task)
-                    else:
-                        await turns.open_staff_task(
-                            conn, conv.id, client_id, reason=reason, detail=task, key=key
-                        )
+                case Escalate(
+                    reason=reason, summary=summary, detail=detail, key=key, priority=priority
+                ):
+                    await queue.escalate(
+                        conn,
+                        conv.id,
+                        client_id,
+                        reason,
+                        {"summary": summary, **detail},
+                        key=key,
+                        priority=priority,
+                        account_manager=identity.client.account_manager
+                        if identity.client
+                        else None,
+                    )
                 case SetAlerts(client_id=alerts_client, enabled=enabled, type=alert_type):
                     await turns.set_alerts(conn, alerts_client, enabled, alert_type)
                 case NumberChanged(

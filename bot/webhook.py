@@ -21,6 +21,7 @@ from bot.sender import pause_sending
 from bot.signatures import SignatureCheck, check
 from bot.status_writer import StatusWriter
 from bot.wa_updates import PayloadError, parse
+from flows.billing import Billing
 from flows.runtime import timestamp_or_now
 from flows.wa_errors import Action, classify
 from store import inbox
@@ -31,6 +32,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 SIGNALS: web.AppKey[Signals] = web.AppKey("signals", Signals)
 STATUS_WRITER: web.AppKey[StatusWriter] = web.AppKey("status_writer", StatusWriter)
+BILLING: web.AppKey[Billing] = web.AppKey("billing")
 
 
 async def read_within(request: web.Request, limit: int) -> bytes | None:

@@ -42,6 +42,9 @@ class Escalate:
     summary: str
     detail: Mapping[str, Any] = field(default_factory=dict)
     key: str | None = None
+    # How soon staff should look (store.queue.PRIORITIES): money that may have moved is
+    # "high"; most requests are "normal".
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)

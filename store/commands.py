@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from store import turns
+from store import queue
 from store.db import Conn
 from store.inbox import without_nul
 
@@ -24,6 +24,7 @@ class StaffTask:
     key: str
     client_id: str | None
     detail: Mapping[str, Any]
+    priority: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +173,14 @@ async def finish(
             return False
         await enqueue_system_message(conn, command.conversation_id, str(message["wamid"]), message)
         if staff_task is not None:
-            await turns.open_staff_task(
+            await queue.escalate(
                 conn,
                 command.conversation_id,
                 staff_task.client_id,
-                reason=staff_task.reason,
-                detail=staff_task.detail,
+                staff_task.reason,
+                staff_task.detail,
                 key=staff_task.key,
+                priority=staff_task.priority,
             )
     return True
 

@@ -177,6 +177,17 @@ CREATE TABLE broadcasts (
     CONSTRAINT broadcasts_pkey PRIMARY KEY (id)
 );
 
+CREATE TABLE canned_replies (
+    code text NOT NULL,
+    body text NOT NULL,
+    updated_by bigint,
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT canned_replies_body_check CHECK (((length(body) >= 1) AND (length(body) <= 4096))),
+    CONSTRAINT canned_replies_code_check CHECK ((code ~ '^[a-z0-9_-]{1,32}$'::text)),
+    CONSTRAINT canned_replies_pkey PRIMARY KEY (code),
+    CONSTRAINT canned_replies_updated_by_fkey FOREIGN KEY (updated_by) REFERENCES staff(id)
+);
+
 CREATE TABLE commands (
     id bigint NOT NULL DEFAULT nextval('commands_id_seq'::regclass),
     key text NOT NULL,
@@ -238,6 +249,19 @@ CREATE TABLE conversations (
 CREATE INDEX conversations_user_id ON conversations USING btree (user_id);
 CREATE INDEX conversations_wa_id ON conversations USING btree (wa_id);
 
+CREATE TABLE escalation_actions (
+    id bigint NOT NULL DEFAULT nextval('escalation_actions_id_seq'::regclass),
+    escalation_id bigint NOT NULL,
+    staff_id bigint,
+    action text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}'::jsonb,
+    at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT escalation_actions_escalation_id_fkey FOREIGN KEY (escalation_id) REFERENCES escalations(id),
+    CONSTRAINT escalation_actions_pkey PRIMARY KEY (id),
+    CONSTRAINT escalation_actions_staff_id_fkey FOREIGN KEY (staff_id) REFERENCES staff(id)
+);
+CREATE INDEX escalation_actions_by_item ON escalation_actions USING btree (escalation_id, id);
+
 CREATE TABLE escalations (
     id bigint NOT NULL DEFAULT nextval('escalations_id_seq'::regclass),
     conversation_id bigint NOT NULL,
@@ -248,12 +272,22 @@ CREATE TABLE escalations (
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     key text,
+    priority text NOT NULL DEFAULT 'normal'::text,
+    assigned_to bigint,
+    snoozed_until timestamp with time zone,
+    waiting_since timestamp with time zone DEFAULT now(),
+    first_reply_at timestamp with time zone,
+    resolved_at timestamp with time zone,
+    CONSTRAINT escalations_assigned_to_fkey FOREIGN KEY (assigned_to) REFERENCES staff(id),
     CONSTRAINT escalations_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
     CONSTRAINT escalations_key_key UNIQUE (key),
     CONSTRAINT escalations_pkey PRIMARY KEY (id),
+    CONSTRAINT escalations_priority_check CHECK ((priority = ANY (ARRAY['low'::text, 'normal'::text, 'high'::text, 'urgent'::text]))),
     CONSTRAINT escalations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'open'::text, 'snoozed'::text, 'resolved'::text])))
 );
 CREATE UNIQUE INDEX escalations_one_open ON escalations USING btree (conversation_id, reason) WHERE ((status <> 'resolved'::text) AND (key IS NULL));
+CREATE INDEX escalations_queue ON escalations USING btree (status, created_at) WHERE (status <> 'resolved'::text);
+CREATE INDEX escalations_unresolved ON escalations USING btree (conversation_id) WHERE (status <> 'resolved'::text);
 
 CREATE TABLE events (
     id text NOT NULL,
@@ -289,11 +323,14 @@ CREATE TABLE inbox (
     last_error text,
     processed_at timestamp with time zone,
     processed_by text,
+    conversation_id bigint,
+    CONSTRAINT inbox_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
     CONSTRAINT inbox_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES webhook_deliveries(id),
     CONSTRAINT inbox_pkey PRIMARY KEY (id),
     CONSTRAINT inbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'done'::text, 'failed'::text]))),
     CONSTRAINT inbox_wamid_key UNIQUE (wamid)
 ) WITH (autovacuum_analyze_threshold=1000, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_threshold=1000, autovacuum_vacuum_scale_factor=0.02);
+CREATE INDEX inbox_by_conversation ON inbox USING btree (conversation_id, id);
 CREATE INDEX inbox_pending ON inbox USING btree (id) WHERE (status = 'pending'::text);
 CREATE INDEX inbox_pending_by_conversation ON inbox USING btree (conversation_key, id) WHERE (status = 'pending'::text);
 
@@ -319,10 +356,12 @@ CREATE TABLE outbox (
     status_at timestamp with time zone,
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     pace_key text DEFAULT COALESCE(('c:'::text || (conversation_id)::text), recipient),
+    staff_id bigint,
     CONSTRAINT outbox_conversation_id_fkey FOREIGN KEY (conversation_id) REFERENCES conversations(id),
     CONSTRAINT outbox_inbox_id_fkey FOREIGN KEY (inbox_id) REFERENCES inbox(id),
     CONSTRAINT outbox_pkey PRIMARY KEY (id),
     CONSTRAINT outbox_sent_as_check CHECK ((sent_as = ANY (ARRAY['message'::text, 'template'::text]))),
+    CONSTRAINT outbox_staff_id_fkey FOREIGN KEY (staff_id) REFERENCES staff(id),
     CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sending'::text, 'accepted'::text, 'sent'::text, 'delivered'::text, 'read'::text, 'failed'::text]))),
     CONSTRAINT outbox_wamid_key UNIQUE (wamid)
 ) WITH (autovacuum_analyze_threshold=1000, autovacuum_analyze_scale_factor=0.02, autovacuum_vacuum_threshold=1000, autovacuum_vacuum_scale_factor=0.02);
@@ -369,6 +408,33 @@ CREATE TABLE send_budget (
     CONSTRAINT send_budget_id_check CHECK ((id = 1)),
     CONSTRAINT send_budget_pkey PRIMARY KEY (id)
 );
+
+CREATE TABLE staff (
+    id bigint NOT NULL DEFAULT nextval('staff_id_seq'::regclass),
+    username text NOT NULL,
+    role text NOT NULL,
+    password_hash text NOT NULL,
+    active boolean NOT NULL DEFAULT true,
+    failed_logins integer NOT NULL DEFAULT 0,
+    locked_until timestamp with time zone,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT staff_pkey PRIMARY KEY (id),
+    CONSTRAINT staff_role_check CHECK ((role = ANY (ARRAY['agent'::text, 'admin'::text])))
+);
+CREATE UNIQUE INDEX staff_username ON staff USING btree (lower(username));
+
+CREATE TABLE staff_sessions (
+    id text NOT NULL,
+    staff_id bigint NOT NULL,
+    csrf_token text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    expires_at timestamp with time zone NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT staff_sessions_pkey PRIMARY KEY (id),
+    CONSTRAINT staff_sessions_staff_id_fkey FOREIGN KEY (staff_id) REFERENCES staff(id)
+);
+CREATE INDEX staff_sessions_by_staff ON staff_sessions USING btree (staff_id);
 
 CREATE TABLE transfer_requests (
     id bigint NOT NULL DEFAULT nextval('transfer_requests_id_seq'::regclass),
@@ -719,6 +785,7 @@ BEGIN
     UPDATE inbox SET conversation_key = s.key
     WHERE conversation_key = l.key AND status = 'pending';
     UPDATE outbox SET conversation_id = survivor WHERE conversation_id = loser;
+    UPDATE inbox SET conversation_id = survivor WHERE conversation_id = loser;
     UPDATE commands SET conversation_id = survivor WHERE conversation_id = loser;
     -- One open task per reason: the survivor's stands for both.
     UPDATE escalations AS e SET status = 'resolved', updated_at = now(),

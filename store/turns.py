@@ -262,53 +262,6 @@ async def current_prompts(db: Conn | asyncpg.Pool, taps: list[tuple[int, str]]) 
 # -- effects ---------------------------------------------------------------------------
 
 
-async def escalate(
-    conn: Conn,
-    conversation_id: int,
-    client_id: str | None,
-    reason: str,
-    detail: dict[str, Any],
-) -> None:
-    """Open a staff task unless the conversation already has an unresolved one for the
-    same reason (a customer asking twice for a person is one request)."""
-    await conn.execute(
-        """
-        INSERT INTO escalations (conversation_id, client_id, reason, detail)
-        VALUES ($1, $2, $3, $4)
-        ON CONFLICT (conversation_id, reason) WHERE status <> 'resolved' AND key IS NULL
-        DO UPDATE SET updated_at = now()
-        """,
-        conversation_id,
-        client_id,
-        reason,
-        without_nul(detail),
-    )
-
-
-async def open_staff_task(
-    conn: Conn,
-    conversation_id: int,
-    client_id: str | None,
-    *,
-    reason: str,
-    detail: Mapping[str, Any],
-    key: str,
-) -> None:
-    """Open a staff task about one thing (a flow's key): once, however often asked."""
-    await conn.execute(
-        """
-        INSERT INTO escalations (conversation_id, client_id, reason, detail, key)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (key) DO NOTHING
-        """,
-        conversation_id,
-        client_id,
-        reason,
-        without_nul(dict(detail)),
-        key,
-    )
-
-
 async def set_alerts(
     conn: Conn, client_id: str, enabled: bool, alert_type: str | None = None
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from bot.fakes import payloads as wa_payloads
 from flows.billing import ClientLookup
 from flows.catalog import default_catalog
-from store import turns
+from store import queue
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
 from tests.harness import Stack, text_of
 
@@ -96,16 +96,18 @@ async def test_a_failing_effect_is_taken_back_alone(
 ) -> None:
     """Juan's hand-over writes an escalation that the database refuses: his turn (and
     that write) is rolled back to its savepoint; María, in the same batch, is answered."""
-    real_escalate = turns.escalate
+    real_escalate = queue.escalate
 
-    async def escalate(conn: Any, conversation_id: int, client_id: str | None, *a: Any) -> None:
-        await real_escalate(conn, conversation_id, client_id, *a)
+    async def escalate(
+        conn: Any, conversation_id: int, client_id: str | None, *a: Any, **kw: Any
+    ) -> None:
+        await real_escalate(conn, conversation_id, client_id, *a, **kw)
         if client_id is not None and await conn.fetchval(
             "SELECT wa_id = $2 FROM conversations WHERE id = $1", conversation_id, JUAN_WA
         ):
             await conn.execute("SELECT 1 / 0")
 
-    monkeypatch.setattr(turns, "escalate", escalate)
+    monkeypatch.setattr(queue, "escalate", escalate)
     items = [
         wa_payloads.inbound_text(JUAN_WA, "asesor"),
         wa_payloads.inbound_text(MARIA_WA, "asesor"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.app import BILLING
+from bot.webhook import BILLING
 from bot.fakes.payloads import JSONDict
 from bot.listener import EVENTS
 from bot.webhook import POOL, SIGNALS
