@@ -10,6 +10,9 @@ from typing import Self
 
 from dotenv import load_dotenv
 
+from flows import hours
+from flows.hours import BusinessHours
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -23,6 +26,15 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _business_hours(env: dict[str, str]) -> str:
+    text = env.get("BUSINESS_HOURS", "").strip() or hours.DEFAULT
+    try:
+        BusinessHours.parse(text, env.get("DISPLAY_TIMEZONE") or Settings.display_timezone)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"BUSINESS_HOURS: {e}") from None
+    return text
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
@@ -122,6 +134,8 @@ class Settings:
     default_region: str = "AR"
     # Local time for anything shown to a customer.
     display_timezone: str = "America/Argentina/Buenos_Aires"
+    # When people answer the staff queue, in display_timezone (flows/hours.py).
+    business_hours_text: str = hours.DEFAULT
     # A conversation idle this long starts again from the menu.
     session_ttl_minutes: int = 30
     # Cloud API throughput: 80 msg/s per number by default, up to 1,000 once upgraded.
@@ -158,6 +172,13 @@ class Settings:
     command_max_attempts: int = 6
     command_stalled_seconds: float = 60.0
     webhook_max_bytes: int = 3 * 1024 * 1024
+    # The staff console: the key signing its cookies (unset: one made at first start and
+    # kept in the database, shared by every process), how long a login lasts, and how
+    # many wrong passwords in a row lock an account for how long.
+    staff_secret: str = ""
+    staff_session_hours: int = 12
+    staff_lockout_attempts: int = 5
+    staff_lockout_minutes: int = 15
     log_level: str = "INFO"
     log_json: bool = True
     extra: dict[str, str] = field(default_factory=dict)
@@ -208,6 +229,7 @@ class Settings:
             plans_url=env.get("PLANS_URL", ""),
             default_region=env.get("DEFAULT_REGION", "AR"),
             display_timezone=env.get("DISPLAY_TIMEZONE", cls.display_timezone),
+            business_hours_text=_business_hours(env),
             session_ttl_minutes=_int(env, "SESSION_TTL_MINUTES", 30),
             send_rate_per_second=_float(env, "SEND_RATE_PER_SECOND", 80.0),
             recipient_interval_seconds=_float(env, "RECIPIENT_INTERVAL_SECONDS", 6.0),
@@ -226,9 +248,17 @@ class Settings:
             command_max_attempts=max(1, _int(env, "COMMAND_MAX_ATTEMPTS", 6)),
             command_stalled_seconds=max(1.0, _float(env, "COMMAND_STALLED_SECONDS", 60.0)),
             webhook_max_bytes=_int(env, "WEBHOOK_MAX_BYTES", 3 * 1024 * 1024),
+            staff_secret=env.get("STAFF_SECRET", "").strip(),
+            staff_session_hours=max(1, _int(env, "STAFF_SESSION_HOURS", 12)),
+            staff_lockout_attempts=max(1, _int(env, "STAFF_LOCKOUT_ATTEMPTS", 5)),
+            staff_lockout_minutes=max(1, _int(env, "STAFF_LOCKOUT_MINUTES", 15)),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_json=env.get("LOG_FORMAT", "json").lower() != "text",
         )
+
+    @property
+    def business_hours(self) -> BusinessHours:
+        return BusinessHours.parse(self.business_hours_text, self.display_timezone)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from flows.alerts import Preferences
 from flows.billing import Billing, BillingError, Found
 from flows.catalog import Catalog
 from flows.commands import (
+    BackToBot,
     Escalate,
     Notify,
     NumberChanged,
@@ -44,6 +45,7 @@ from flows.commands import (
     signal_message,
 )
 from flows.matching import Matcher
+from flows.menu import HANDED_OVER
 from flows.outbound import Reply, Text, to_json
 from flows.pricing import Policy
 from flows.runtime import (
@@ -116,6 +118,7 @@ class Dispatcher:
             upgrade_policy=Policy(settings.upgrade_pricing),
             timezone=settings.display_timezone,
             transfer_window=settings.transfer_window,
+            business_hours=settings.business_hours,
         )
         self._readers = asyncio.Semaphore(settings.dispatch_batch_readers)
         # After a batch failed as a whole: how many claims to make one message at a time.
@@ -189,8 +192,14 @@ class Dispatcher:
                 # The flow steps (and their billing reads) run side by side; what they
                 # write goes through this transaction, one turn after the other.
                 prompts = await _prompts_on_screen(conn, starts)
+                held = await queue.holding(
+                    conn, [s.conversation.id for s in starts if s.conversation.state == HANDED_OVER]
+                )
                 decided = await asyncio.gather(
-                    *(self._decide(s, prompts.get(s.conversation.id)) for s in starts)
+                    *(
+                        self._decide(s, prompts.get(s.conversation.id), s.conversation.id in held)
+                        for s in starts
+                    )
                 )
                 for start, decision in zip(starts, decided, strict=True):
                     try:
@@ -201,6 +210,7 @@ class Dispatcher:
                     except _TurnFailed as e:
                         failed.append((start.message, e.error))
                 await turns.save_turns(conn, saved, processed_by=self.identity)
+                await queue.customers_wrote(conn, [t.conversation_id for t in saved if t.touch])
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
             raise
         except Exception as e:
@@ -241,7 +251,7 @@ class Dispatcher:
             await self._apologise(claimed)
 
     async def _decide(
-        self, start: turns.TurnStart, current_prompt: str | None
+        self, start: turns.TurnStart, current_prompt: str | None, held_by_staff: bool
     ) -> _Decision | _TurnFailed:
         """Identify the customer and run the flow step: what the turn will write. No
         database writes here; the billing reads have their own connections (at most
@@ -256,6 +266,7 @@ class Dispatcher:
             profile_name=conv.profile_name,
             id=conv.id,
             current_prompt=current_prompt,
+            held_by_staff=held_by_staff,
         )
         identity = Identity(IdentityStatus.UNKNOWN)
         async with self._readers:
@@ -360,6 +371,8 @@ class Dispatcher:
                 case RequestTransfer():
                     if await self._record_transfer(conn, conv.id, effect):
                         woken.add(COMMANDS)
+                case BackToBot():
+                    await queue.customer_returned(conn, conv.id)
                 case TransferDecided(pair_key=pair_key, outcome=outcome):
                     await transfers.decided(conn, pair_key, outcome)
                 case Notify(conversation_id=to, key=key):

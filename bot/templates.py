@@ -14,10 +14,12 @@ from typing import Any
 
 from flows.alerts import MESSAGE_KEYS
 from flows.catalog import Catalog
+from flows.handover import FOLLOW_UP
 
-# Every template the bot may send: the alerts', and a transfer request's expiry (its
-# sender is told days later, outside the 24 h window).
-TEMPLATE_KEYS = (*MESSAGE_KEYS, "transfer.expired")
+# Every template the bot may send: the alerts', a transfer request's expiry (its
+# sender is told days later, outside the 24 h window), and a staff member's follow-up
+# once the window has closed.
+TEMPLATE_KEYS = (*MESSAGE_KEYS, "transfer.expired", FOLLOW_UP)
 
 LANGUAGE = "es"
 CATEGORY = "UTILITY"

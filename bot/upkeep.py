@@ -4,7 +4,8 @@
   and the customer is told its quote expired (the billing system announces
   invoice.cancelled; flows.alerts says it as the upgrade's expiry);
 - a holder's transfer message that waited TRANSFER_WINDOW for the other holder's is
-  expired, and its sender told (a signal to their conversation's transfer flow).
+  expired, and its sender told (a signal to their conversation's transfer flow);
+- a staff queue item snoozed until a time that has passed is back in the queue.
 
 Every process may run them: each invoice is voided once, each request told once."""
 
@@ -21,7 +22,7 @@ from bot.config import Settings
 from bot.listener import EVENTS, INBOX, Signals
 from flows.billing import Billing, BillingError
 from flows.commands import Notify, signal_message
-from store import commands, transfers
+from store import commands, queue, transfers
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,20 @@ class Upkeep:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.upkeep_seconds)
 
     async def once(self) -> int:
-        """Both chores; how many things they did."""
-        return await self.expire_upgrades() + await self.expire_transfers()
+        """The chores; how many things they did."""
+        return (
+            await self.expire_upgrades() + await self.expire_transfers() + await self.wake_snoozed()
+        )
+
+    async def wake_snoozed(self) -> int:
+        """Staff queue items whose snooze time passed are back in it (the console already
+        shows them so; this writes it down and records the action)."""
+        try:
+            async with self.pool.acquire() as conn:
+                return await queue.wake_snoozed(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            log.warning("waking snoozed items: %s", e)
+            return 0
 
     async def expire_transfers(self) -> int:
         try:

@@ -113,7 +113,15 @@ class TransferDecided:
     outcome: str
 
 
-LocalCommand = Escalate | SetAlerts | NumberChanged | Notify | RequestTransfer | TransferDecided
+@dataclass(frozen=True, slots=True)
+class BackToBot:
+    """The customer typed `menu` while a person had the conversation: the bot has it
+    again, and staff see that on the conversation's items."""
+
+
+LocalCommand = (
+    Escalate | SetAlerts | NumberChanged | Notify | RequestTransfer | TransferDecided | BackToBot
+)
 
 # -- billing commands -------------------------------------------------------------------
 

@@ -21,8 +21,10 @@ from datetime import datetime
 import flows.account
 import flows.cancel
 import flows.upgrade  # noqa: F401
+from flows.commands import BackToBot, Escalate
+from flows.handover import is_return_word
 from flows.matching import fold
-from flows.menu import Menu
+from flows.menu import HANDED_OVER, Menu
 from flows.outbound import Reply, Text
 from flows.runtime import (
     FLOWS,
@@ -48,6 +50,8 @@ from flows.transfer import Transfer, TransferText
 log = logging.getLogger(__name__)
 
 START = "menu.start"
+# The staff queue's reason when the "didn't understand" ladder runs out.
+NOT_UNDERSTOOD = "not_understood"
 # States where an idle conversation has nothing in progress to expire.
 _AT_REST = {"menu.start", "menu.main", "menu.ended", "menu.handed_over"}
 _CHANGED_NUMBER = {"user_changed_number", "customer_changed_number"}
@@ -107,6 +111,26 @@ async def _handle(
         # A thumbs-up on our last answer needs no answer of its own; a message the
         # customer deleted is not answered either.
         return turn
+
+    if turn.state == HANDED_OVER:
+        if conv.held_by_staff:
+            # A person has the conversation: the bot is silent (staff read the message in
+            # the transcript). Only the customer's exact "menu" takes it back — and a
+            # request to stop the alerts is still honoured (an alert's footer tells them
+            # to reply it, whoever has the chat), leaving the conversation with the person.
+            if inbound.kind is InboundKind.TEXT and is_return_word(deps.catalog, inbound.text):
+                turn.effects.append(BackToBot())
+                turn.replies.append(_text(deps, "handover.back_to_menu"))
+                await menu("go_menu")
+            elif inbound.kind is InboundKind.TEXT and _asks_to_stop_alerts(
+                deps, inbound.text, literal=False
+            ):
+                _stop_alerts(deps, identity, turn)
+            return turn
+        # Handed over, but nobody holds it any more (its items were resolved or merged
+        # away): the bot answers, from the menu.
+        flow_cls, state = FLOWS["menu"], "main"
+        turn.state = f"{flow_cls.FLOW}.{state}"
 
     expired = (
         conv.updated_at is not None
@@ -186,6 +210,15 @@ async def _handle(
         turn.context["brief"] = True
         await menu("go_menu")
     else:
+        # The ladder ran out: staff see it in the queue (the bot goes on talking; a
+        # person who writes takes the conversation), and the customer is offered one.
+        turn.effects.append(
+            Escalate(
+                reason=NOT_UNDERSTOOD,
+                summary=text[:500],
+                detail={"state": f"{flow_cls.FLOW}.{state}"},
+            )
+        )
         await menu("offer_human")
         misses = 0
     if misses:

@@ -4,7 +4,7 @@ goes out as once WhatsApp's 24 h window has closed."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 
 from flows.alerts import template_from
 from flows.catalog import Catalog
@@ -20,9 +20,8 @@ def taken_over(catalog: Catalog, hours: BusinessHours, now: datetime) -> str:
     schedule and when they will."""
     if hours.is_open(now):
         return catalog.text("menu.handed_over")
-    return catalog.text(
-        "handover.closed", hours=schedule(catalog, hours), when=when(catalog, hours.next_opening(now))
-    )
+    opens = when(catalog, hours.next_opening(now))
+    return catalog.text("handover.closed", hours=schedule(catalog, hours), when=opens)
 
 
 def is_return_word(catalog: Catalog, text: str) -> bool:
@@ -63,8 +62,7 @@ def when(catalog: Catalog, at: datetime) -> str:
     )
 
 
-def _clock(t: object) -> str:
-    hour, minute = getattr(t, "hour"), getattr(t, "minute")  # noqa: B009
-    if (hour, minute) == (23, 59):
+def _clock(t: time) -> str:
+    if t == time.max:
         return "24:00"
-    return f"{hour}:{minute:02d}"
+    return f"{t.hour}:{t.minute:02d}"

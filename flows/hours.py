@@ -40,10 +40,10 @@ class BusinessHours:
         for raw in filter(str.strip, text.lower().split(";")):
             match = _ENTRY.match(raw)
             if match is None:
-                raise ValueError(f"business hours entry {raw.strip()!r}: want 'mon-fri 09:00-18:00'")
+                raise ValueError(f"entry {raw.strip()!r}: want e.g. 'mon-fri 09:00-18:00'")
             start, end = _time(match["start"]), _time(match["end"])
             if end <= start:
-                raise ValueError(f"business hours entry {raw.strip()!r}: it closes before it opens")
+                raise ValueError(f"entry {raw.strip()!r}: it closes before it opens")
             openings.extend(Opening(day, start, end) for day in _days(match["days"]))
         if not openings:
             raise ValueError("business hours: no opening at all")
@@ -53,8 +53,7 @@ class BusinessHours:
     def is_open(self, at: datetime) -> bool:
         local = at.astimezone(ZoneInfo(self.timezone))
         return any(
-            o.weekday == local.weekday() and o.start <= local.time() < o.end
-            for o in self.openings
+            o.weekday == local.weekday() and o.start <= local.time() < o.end for o in self.openings
         )
 
     def next_opening(self, at: datetime) -> datetime:

@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 
 from flows.alerts import ALERT_TYPES, SECURITY, SWITCHABLE, Preferences, catalog_key
 from flows.commands import Escalate, SetAlerts
+from flows.handover import taken_over
 from flows.matching import fold
 from flows.options import Choice, shorten_titles
-from flows.outbound import ROW_TITLE_MAX, ListMessage, Row, Section
+from flows.outbound import ROW_TITLE_MAX, ListMessage, Row, Section, Text
 from flows.runtime import IdentityStatus, InboundKind, Step
 
 # The frequent questions, in the order shown; answers come from the help pages.
@@ -29,6 +30,10 @@ FAQ_TOPICS = (
 )
 
 # Every option of the main menu, in the order shown to an identified customer.
+# A person of the team has the conversation (store.queue: the bot is silent in it while
+# it has an unresolved item); a person handing it back leaves it at the main menu.
+HANDED_OVER = "menu.handed_over"
+HANDED_BACK = "menu.main"
 MENU_OPTIONS = ("upgrade", "transfer", "cancel", "account", "alerts", "faq", "human")
 
 # "Mis alertas" (every alert and its state) and the list to switch them one by one.
@@ -123,8 +128,6 @@ class Menu(Step):
                 return self.alert_choices(back)
             case "offer_human" | "prospect":
                 return [human, back]
-            case "handed_over":
-                return [back]
         return []
 
     def intents(self) -> list[Choice]:
@@ -166,9 +169,6 @@ class Menu(Step):
             # A bare greeting, the usual first message, needs no matching at all.
             if self._bare_greeting() or not await super().understand(numbered=False):
                 await self.trigger("go_menu")
-            return True
-        if self.state == "handed_over" and not await super().understand(numbered=numbered):
-            self.say("menu.still_handed_over")
             return True
         if self.state in ALERT_STATES:
             if self.client is None:
@@ -398,7 +398,8 @@ class Menu(Step):
         self.command(Escalate(reason="customer_request", summary=self.inbound.text[:500]))
 
     async def render_handed_over(self) -> None:
-        self.send(self.prompt(self.t("menu.handed_over"), self.choices()))
+        # Plain text: while a person has the conversation only a typed "menu" returns.
+        self.send(Text(taken_over(self.deps.catalog, self.deps.business_hours, self.deps.clock())))
 
     async def render_ended(self) -> None:
         self.say("menu.goodbye")

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 from transitions.extensions.asyncio import AsyncMachine
 
+from flows import hours
 from flows.billing import BillingReader, Client, Found
 from flows.catalog import Catalog
 from flows.commands import (
@@ -50,6 +51,7 @@ from flows.commands import (
     SetAlerts,
     Signal,
 )
+from flows.hours import BusinessHours
 from flows.matching import Matcher, Option, fold
 from flows.matching import Outcome as MatchOutcome
 from flows.options import (
@@ -165,6 +167,10 @@ class Inbound:
         )
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def timestamp_or_now(value: object) -> datetime:
     """Meta's unix-seconds timestamp; now when it is missing or not a plausible time."""
     try:
@@ -221,9 +227,15 @@ class Deps:
     timezone: str = "UTC"
     # How long a holder's transfer message waits for the other's (TRANSFER_WINDOW).
     transfer_window: timedelta = timedelta(hours=72)
+    # When people answer the escalation queue (BUSINESS_HOURS, in `timezone`).
+    business_hours: BusinessHours = field(
+        default_factory=lambda: BusinessHours.parse(hours.DEFAULT)
+    )
+    # The time now (a test freezes it).
+    clock: Callable[[], datetime] = field(default_factory=lambda: utc_now)
 
     def today(self) -> date:
-        return datetime.now(ZoneInfo(self.timezone)).date()
+        return self.clock().astimezone(ZoneInfo(self.timezone)).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +250,9 @@ class ConversationView:
     # screen): "" while WhatsApp has not accepted it yet, None when unknown or not asked
     # (it is read only for a tap that quotes a message).
     current_prompt: str | None = None
+    # A person of the team has the conversation (it is handed over and has an unresolved
+    # item in the staff queue): the bot stays silent.
+    held_by_staff: bool = False
 
 
 @dataclass(slots=True)

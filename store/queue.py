@@ -20,12 +20,10 @@ from typing import Any, Literal
 
 import asyncpg
 
+from flows.menu import HANDED_BACK, HANDED_OVER
 from store.db import Conn
 from store.inbox import without_nul
 
-HANDED_OVER = "menu.handed_over"
-# Where a conversation a person handed back starts again: the main menu's words work.
-HANDED_BACK = "menu.main"
 PRIORITIES = ("low", "normal", "high", "urgent")
 View = Literal["mine", "unassigned", "all", "snoozed", "resolved"]
 VIEWS: tuple[View, ...] = ("mine", "unassigned", "all", "snoozed", "resolved")
@@ -250,9 +248,7 @@ async def customer_returned(conn: Conn, conversation_id: int) -> None:
 # -- reading the queue ------------------------------------------------------------------
 
 
-async def list_items(
-    conn: Conn, view: View, *, staff_id: int, limit: int = 200
-) -> list[Item]:
+async def list_items(conn: Conn, view: View, *, staff_id: int, limit: int = 200) -> list[Item]:
     """The queue as one staff member sees it: most urgent first, then longest waiting.
     `all` is every unresolved item not snoozed; `resolved` the latest resolved."""
     active = f"({_EFFECTIVE_STATUS}) IN ('pending', 'open')"
@@ -345,16 +341,14 @@ async def conversation(conn: Conn, conversation_id: int) -> asyncpg.Record | Non
 async def transcript(
     conn: Conn, conversation_id: int, *, limit: int = 500
 ) -> list[TranscriptEntry]:
-    """Both sides of a conversation in order, the latest `limit` messages. Inbound ones
-    as the customer sent them (their WhatsApp timestamp); the bot's own system messages
-    (outcomes, signals) are not part of it."""
+    """Both sides of a conversation in order, the latest `limit` messages: inbound ones
+    when they reached us (WhatsApp's own timestamps have whole seconds only, and a reply
+    must not show above the message it answers), outbound when queued. The bot's own
+    system messages (outcomes, signals) are not part of it."""
     rows = await conn.fetch(
         """
         SELECT * FROM (
-            SELECT 'in' AS direction, i.id,
-                CASE WHEN i.message ->> 'timestamp' ~ '^[0-9]{1,11}$'
-                     THEN least(to_timestamp((i.message ->> 'timestamp')::bigint), i.received_at)
-                     ELSE i.received_at END AS at,
+            SELECT 'in' AS direction, i.id, i.received_at AS at,
                 i.message, NULL AS status, NULL::int AS error_code, NULL AS error_message,
                 NULL AS purpose, NULL AS staff
             FROM inbox AS i
@@ -449,7 +443,8 @@ async def assign(conn: Conn, item_id: int, staff_id: int, to_staff_id: int | Non
             status = CASE WHEN status = 'snoozed' THEN status
                           WHEN (SELECT id FROM target) IS NULL THEN 'pending' ELSE 'open' END,
             updated_at = now()
-        WHERE id = $1 AND status <> 'resolved' AND ($3::bigint IS NULL OR EXISTS (SELECT FROM target))
+        WHERE id = $1 AND status <> 'resolved'
+          AND ($3::bigint IS NULL OR EXISTS (SELECT FROM target))
         RETURNING coalesce((SELECT username FROM target), '')
         """,
         item_id,

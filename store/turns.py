@@ -5,7 +5,7 @@ process killed at any line leaves either nothing or everything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -162,8 +162,9 @@ async def save_turns(
             RETURNING id
         ), i AS (
             UPDATE inbox SET status = 'done', processed_at = now(), attempts = attempts + 1,
-                             processed_by = $12
-            WHERE id = ANY($5::bigint[])
+                             processed_by = $12, conversation_id = t.conv
+            FROM unnest($5::bigint[], $1::bigint[]) AS t(inbox, conv)
+            WHERE id = t.inbox
         )
         SELECT 1
         """,

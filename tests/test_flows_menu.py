@@ -19,6 +19,7 @@ from flows.conversation import handle
 from flows.matching import Matcher
 from flows.menu import FAQ_TOPICS
 from flows.outbound import Buttons, ListMessage, Message, Text, limit_violations
+from flows.commands import BackToBot
 from flows.runtime import (
     ConversationView,
     Deps,
@@ -97,6 +98,8 @@ def make_deps(alerts: FakeAlerts | None = None) -> Deps:
         session_ttl=TTL,
         panel_url=PANEL_ROOT,
         plans_url=PLANS,
+        # Monday noon: inside the default business hours (the hand-over says "soon").
+        clock=lambda: NOW,
     )
 
 
@@ -123,6 +126,7 @@ async def send(
     identity: Identity = IDENTIFIED,
     updated_at: datetime | None = NOW - timedelta(minutes=1),
     deps: Deps | None = None,
+    held: bool = False,
 ) -> Turn:
     conv = ConversationView(
         state=state,
@@ -130,6 +134,7 @@ async def send(
         updated_at=updated_at,
         wa_id=JUAN_WA,
         profile_name="Juan",
+        held_by_staff=held,
     )
     turn = await handle(conv, inbound, identity, deps or make_deps(), NOW)
     for reply in turn.replies:
@@ -362,9 +367,8 @@ async def test_asking_for_a_person_hands_over(state: str, typed: str) -> None:
     turn = await send(text_in(typed), state=state)
     assert turn.state == "menu.handed_over"
     assert [type(e) for e in turn.effects] == [Escalate]
-    message = only(turn)
-    assert isinstance(message, Buttons)
-    assert message.body == CATALOG.text("menu.handed_over")
+    # Plain text: only a typed "menu" brings the bot back.
+    assert text_of(only(turn)) == CATALOG.text("menu.handed_over")
 
 
 @pytest.mark.parametrize("typed", ["no quiero hablar con una persona", "no quiero un asesor"])
@@ -380,11 +384,30 @@ async def test_tapping_human_hands_over() -> None:
     assert [type(e) for e in turn.effects] == [Escalate]
 
 
-async def test_while_handed_over_the_bot_only_says_a_person_will_answer() -> None:
-    turn = await send(text_in("hola? alguien?"), state="menu.handed_over")
+@pytest.mark.parametrize(
+    "typed", ["hola? alguien?", "volver al menu", "menu por favor", "asesor", "1", "😀"]
+)
+async def test_while_a_person_has_it_the_bot_is_silent(typed: str) -> None:
+    turn = await send(text_in(typed), state="menu.handed_over", held=True)
     assert turn.state == "menu.handed_over"
-    assert text_of(only(turn)) == CATALOG.text("menu.still_handed_over")
-    assert turn.effects == []  # not escalated a second time
+    assert turn.replies == []
+    assert turn.effects == []  # not escalated a second time either
+
+
+@pytest.mark.parametrize("typed", ["menu", "Menú", " MENU! "])
+async def test_only_menu_takes_it_back_from_the_person(typed: str) -> None:
+    turn = await send(text_in(typed), state="menu.handed_over", held=True)
+    assert turn.state == "menu.main"
+    assert turn.effects == [BackToBot()]
+    said, menu = (r.message for r in turn.replies)
+    assert text_of(said) == CATALOG.text("handover.back_to_menu")
+    assert_main_menu(menu)
+
+
+async def test_handed_over_but_held_by_nobody_the_bot_answers() -> None:
+    turn = await send(text_in("hola"), state="menu.handed_over", held=False)
+    assert turn.replies != []
+    assert turn.state.startswith("menu.") and turn.state != "menu.handed_over"
 
 
 # -- the ladder ------------------------------------------------------------------------
@@ -412,7 +435,10 @@ async def test_the_ladder_asks_again_then_shows_the_menu_then_offers_a_person() 
     assert isinstance(offer, Buttons)
     assert offer.body == CATALOG.text("ladder.offer_human")
     assert "human" in ids(offer)
-    assert third.effects == []
+    # The ladder ran out: staff see it in their queue.
+    assert [(type(e), getattr(e, "reason", None)) for e in third.effects] == [
+        (Escalate, "not_understood")
+    ]
 
     # The offer is the top of the ladder: the next miss starts it over.
     fourth = await follow(third, text_in(GIBBERISH))
@@ -755,7 +781,9 @@ EVERY_STATE = ["menu.start", "menu.main", "menu.handed_over", "menu.ended", *MID
 @pytest.mark.parametrize("typed", STOP)
 async def test_stop_anywhere_turns_the_alerts_off_and_stays(state: str, typed: str) -> None:
     context = {"faq": "backups", "soon": "upgrade"}
-    turn = await send(text_in(typed), state=state, context=context)
+    # Even while a person has the conversation (an alert's footer says to reply it).
+    held = state == "menu.handed_over"
+    turn = await send(text_in(typed), state=state, context=context, held=held)
     assert turn.effects == [SetAlerts(JUAN.id, False)]
     said = text_of(only(turn))
     assert "desactivamos" in said

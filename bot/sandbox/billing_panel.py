@@ -13,10 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.webhook import BILLING
 from bot.fakes.payloads import JSONDict
 from bot.listener import EVENTS
-from bot.webhook import POOL, SIGNALS
+from bot.webhook import BILLING, POOL, SIGNALS
 from flows.alerts import ALERT_TYPES
 from flows.billing import NOT_FOUND, BillingRefused, Client, Domain, Invoice, Service
 from store import alerts
