@@ -1,4 +1,4 @@
-"""Command line: `python -m bot serve | sandbox | migrate | billing | templates …`."""
+"""Command line: `python -m bot serve | sandbox | migrate | billing | templates | staff …`."""
 
 from __future__ import annotations
 
@@ -88,6 +88,20 @@ def main(argv: list[str] | None = None) -> int:
         "--no-wait", action="store_true", help="queue and exit, without following the sending"
     )
     broadcast.add_argument("--json", action="store_true", help="the final report as JSON")
+    staff = sub.add_parser("staff", help="the staff console's accounts")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser(
+        "add", help="add a member; the password is read from standard input, never an argument"
+    )
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=("agent", "admin"))
+    staff_sub.add_parser("list", help="every member: role, active, locked until")
+    staff_sub.add_parser(
+        "disable", help="refuse a member's logins, end their sessions"
+    ).add_argument("username")
+    staff_sub.add_parser("enable", help="let a disabled member log in again").add_argument(
+        "username"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -115,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_alerts_status(settings, args))
     if args.command == "broadcast":
         return asyncio.run(_broadcast(settings, args))
+    if args.command == "staff":
+        return _staff(settings, args)
     return _billing(settings, args)
 
 
@@ -178,6 +194,74 @@ def _since(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"--since {text!r}: not a date (2026-12-01) nor an age (2h, 3d)") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _staff(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.console.auth import hash_password, password_problem, username_problem
+
+    password_hash = ""
+    if args.staff_command == "add":
+        problem = username_problem(args.username)
+        if problem is not None:
+            print(f"staff add: {problem}", file=sys.stderr)
+            return 2
+        password = _read_password()
+        if password is None:
+            print("staff add: the passwords do not match; nothing was added", file=sys.stderr)
+            return 1
+        problem = password_problem(password)
+        if problem is not None:
+            print(f"staff add: {problem}", file=sys.stderr)
+            return 2
+        password_hash = hash_password(password)
+    return asyncio.run(_staff_in_database(settings, args, password_hash))
+
+
+def _read_password() -> str | None:
+    """From a terminal: asked twice, not echoed (None when the two differ). Otherwise one
+    line of standard input — a password in the arguments would be in the shell's history
+    and in `ps` for every user of the machine."""
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("password: ")
+        return first if getpass.getpass("again: ") == first else None
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _staff_in_database(
+    settings: Settings, args: argparse.Namespace, password_hash: str
+) -> int:
+    from bot.app import open_pool
+    from store import staff
+
+    pool = await open_pool(settings, size=2)
+    try:
+        async with pool.acquire() as conn:
+            if args.staff_command == "add":
+                try:
+                    await staff.add_staff(conn, args.username, args.role, password_hash)
+                except staff.UsernameTaken:
+                    print(f"staff add: {args.username!r} exists already", file=sys.stderr)
+                    return 1
+                print(f"added {args.username} ({args.role})", file=sys.stderr)
+            elif args.staff_command == "list":
+                for m in await staff.list_staff(conn):
+                    active = "active" if m.active else "disabled"
+                    locked = m.locked_until.isoformat() if m.locked_until else "-"
+                    print(f"{m.username}\t{m.role}\t{active}\tlocked until {locked}")
+            else:
+                active = args.staff_command == "enable"
+                if not await staff.set_active(conn, args.username, active):
+                    print(
+                        f"staff {args.staff_command}: no member {args.username!r}", file=sys.stderr
+                    )
+                    return 1
+                what = "enabled" if active else "disabled; their sessions ended"
+                print(f"{args.username}: {what}", file=sys.stderr)
+    finally:
+        await pool.close()
+    return 0
 
 
 async def _broadcast(settings: Settings, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from bot import events, metrics, webhook
 from bot.alerts import AlertWorker
 from bot.commands import CommandWorker
 from bot.config import Settings
+from bot.console import setup_console
 from bot.dispatcher import Dispatcher
 from bot.listener import Signals
 from bot.sender import Sender
@@ -158,6 +159,9 @@ def build_app(settings: Settings, *, workers: bool = True, http: bool = True) ->
             pool.terminate()
 
     app.cleanup_ctx.append(resources)
+    if http:
+        # After `resources`: the console's start-up reads its signing key with the pool.
+        setup_console(app)
     return app
 
 

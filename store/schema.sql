@@ -211,6 +211,14 @@ CREATE TABLE commands (
 );
 CREATE INDEX commands_open ON commands USING btree (id) WHERE (status = ANY (ARRAY['pending'::text, 'running'::text]));
 
+CREATE TABLE console_secret (
+    only_row boolean NOT NULL DEFAULT true,
+    secret text NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT console_secret_only_row_check CHECK (only_row),
+    CONSTRAINT console_secret_pkey PRIMARY KEY (only_row)
+);
+
 CREATE TABLE contact_links (
     wa_id text NOT NULL,
     client_id text NOT NULL,

@@ -15,11 +15,11 @@ import pytest
 from flows.alerts import ALERT_TYPES, SECURITY, SWITCHABLE, Preferences, catalog_key
 from flows.billing import Client, ClientLookup, Domain, Found, Service
 from flows.catalog import default_catalog
+from flows.commands import BackToBot
 from flows.conversation import handle
 from flows.matching import Matcher
 from flows.menu import FAQ_TOPICS
 from flows.outbound import Buttons, ListMessage, Message, Text, limit_violations
-from flows.commands import BackToBot
 from flows.runtime import (
     ConversationView,
     Deps,

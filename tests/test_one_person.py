@@ -6,6 +6,8 @@ conversation, never split it. BSUIDs here have letters: they are opaque."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
@@ -24,9 +26,19 @@ JUAN_NEW_ID = "AR.Zp4n3wK3y9"
 
 async def live_conversations(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch(
-        "SELECT id, key, wa_id, user_id, client_id FROM conversations "
+        "SELECT id, key, wa_id, user_id, client_id, flow_state FROM conversations "
         "WHERE merged_into IS NULL ORDER BY id"
     )
+
+
+async def handled(pool: asyncpg.Pool, wamid: str, timeout: float = 20.0) -> None:
+    """Until the message's turn is committed (with whatever replies it queued)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await pool.fetchval("SELECT status FROM inbox WHERE wamid = $1", wamid) != "done":
+        if loop.time() > deadline:
+            raise TimeoutError(f"message {wamid} not handled")
+        await asyncio.sleep(0.02)
 
 
 async def test_a_person_seen_with_and_without_phone_keeps_one_conversation(
@@ -63,17 +75,17 @@ async def test_a_bsuid_alone_right_behind_its_first_sighting_finds_the_person(
         else:
             assert await stack.send(both) == 200
             assert await stack.send(alone) == 200
-        replies = await stack.replies(3)
+        await handled(pool, alone.wamid)
+        replies = await stack.replies(2)
         keys = await pool.fetch("SELECT DISTINCT conversation_key FROM inbox")
         conversations = await live_conversations(pool)
     assert [r["conversation_key"] for r in keys] == [JUAN_WA]
     [conv] = conversations
     assert (conv["wa_id"], conv["user_id"]) == (JUAN_WA, JUAN_ID)
-    # Handed to a person by the first; the second hears it is in the queue.
-    assert [text_of(r) for r in replies[1:]] == [
-        CATALOG.text("menu.handed_over"),
-        CATALOG.text("menu.still_handed_over"),
-    ]
+    # Handed to a person by the first; the second is the person's to answer: the bot
+    # stays silent (it would have greeted a new conversation).
+    assert [text_of(r) for r in replies[1:]] == [CATALOG.text("menu.handed_over")]
+    assert conv["flow_state"] == "menu.handed_over"
 
 
 async def test_conversations_split_before_are_merged_when_a_message_shows_both_ids(
@@ -88,14 +100,16 @@ async def test_conversations_split_before_are_merged_when_a_message_shows_both_i
         await stack.replies(2)
         assert len(await live_conversations(pool)) == 2
         # A message with both ids: they are one person.
-        await stack.say(JUAN_WA, "hola", user_id=JUAN_ID)
-        replies = await stack.replies(3)
+        wamid = await stack.say(JUAN_WA, "hola", user_id=JUAN_ID)
+        await handled(pool, wamid)
+        assert len(await stack.replies(2)) == 2
         conversations = await live_conversations(pool)
         aliases = await pool.fetch("SELECT alias, conversation_id FROM conversation_aliases")
         tasks = await pool.fetch("SELECT conversation_id, reason, status FROM escalations")
-    # Where the person was last (asking for a person, from the BSUID-only chat) goes on.
-    assert text_of(replies[2]) == CATALOG.text("menu.still_handed_over")
+    # Where the person was last (asking for a person, from the BSUID-only chat) goes on:
+    # with a person, the bot silent.
     [conv] = conversations
+    assert conv["flow_state"] == "menu.handed_over"
     assert {a["conversation_id"] for a in aliases} == {conv["id"]}
     assert {JUAN_WA, f"u:{JUAN_ID}"} <= {a["alias"] for a in aliases}
     # The request for a person made from the BSUID-only chat is the person's.
@@ -174,13 +188,15 @@ async def test_the_new_ids_speaking_before_the_change_is_announced_are_merged(
         assert len(await live_conversations(pool)) == 2
         change = wa_payloads.inbound_system_changed_user_id(JUAN_ID, JUAN_NEW_ID)
         assert await stack.send(change) == 200
-        await stack.say(None, "hola", user_id=JUAN_NEW_ID)
-        replies = await stack.replies(3)
+        wamid = await stack.say(None, "hola", user_id=JUAN_NEW_ID)
+        await handled(pool, wamid)
+        assert len(await stack.replies(2)) == 2
         conversations = await live_conversations(pool)
         tasks = await pool.fetch("SELECT conversation_id, status FROM escalations")
-    # The person's conversation goes on where it was: his request for a person stands.
-    assert text_of(replies[2]) == CATALOG.text("menu.still_handed_over")
+    # The person's conversation goes on where it was: his request for a person stands,
+    # and the bot leaves the message to the person.
     [conv] = conversations
+    assert conv["flow_state"] == "menu.handed_over"
     assert conv["user_id"] == JUAN_NEW_ID
     assert [(t["conversation_id"], t["status"]) for t in tasks] == [(conv["id"], "pending")]
 
