@@ -27,7 +27,7 @@ from bot.webhook import BILLING, POOL, SETTINGS, SIGNALS, STATUS_WRITER
 from flows.billing import Billing
 from flows.catalog import default_catalog
 from flows.pricing import Policy
-from store import alerts, db
+from store import alerts, db, queue
 from store.billing_local import LocalBilling
 from store.migrate import migrate
 from store.outbox import counts_by_status, sending_pause
@@ -191,13 +191,17 @@ async def metrics_page(request: web.Request) -> web.Response:
     pending: int | None = None
     paused = False
     alert_counts: dict[tuple[str, str], int] = {}
+    staff_queue: queue.Gauges | None = None
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         async with pool.acquire() as conn:
             counts = await counts_by_status(conn)
             pending = await conn.fetchval("SELECT count(*) FROM inbox WHERE status = 'pending'")
             paused = await sending_pause(conn) is not None
             alert_counts = await alerts.counts(conn, datetime.now(UTC) - timedelta(hours=24))
+            staff_queue = await queue.gauges(conn)
     return web.Response(
-        body=metrics.render(counts, pending, paused=paused, alerts=alert_counts),
+        body=metrics.render(
+            counts, pending, paused=paused, alerts=alert_counts, staff_queue=staff_queue
+        ),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )

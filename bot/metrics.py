@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from store.queue import Gauges as StaffQueue
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OUTBOX_STATUSES = ("pending", "sending", "accepted", "sent", "delivered", "read", "failed")
 
@@ -123,11 +125,13 @@ class _Queues(Collector):
         inbox_pending: int,
         paused: bool,
         alerts: Mapping[tuple[str, str], int],
+        staff_queue: StaffQueue | None,
     ) -> None:
         self.outbox = outbox
         self.inbox_pending = inbox_pending
         self.paused = paused
         self.alerts = alerts
+        self.staff_queue = staff_queue
 
     def collect(self) -> Iterable[Metric]:
         rows = GaugeMetricFamily("outbox_rows", "Outbox rows by status", labels=["status"])
@@ -151,6 +155,18 @@ class _Queues(Collector):
         for (event_type, state), n in sorted(self.alerts.items()):
             alerts.add_metric([event_type, state], n)
         yield alerts
+        if self.staff_queue is not None:
+            items = GaugeMetricFamily(
+                "staff_queue_items", "Unresolved staff queue items by status", labels=["status"]
+            )
+            for status in ("pending", "open", "snoozed"):
+                items.add_metric([status], self.staff_queue.by_status.get(status, 0))
+            yield items
+            yield GaugeMetricFamily(
+                "staff_queue_oldest_waiting_seconds",
+                "How long the customer waiting longest for a person has waited",
+                value=self.staff_queue.oldest_waiting_seconds,
+            )
 
 
 def render(
@@ -159,6 +175,7 @@ def render(
     *,
     paused: bool = False,
     alerts: Mapping[tuple[str, str], int] | None = None,
+    staff_queue: StaffQueue | None = None,
 ) -> bytes:
     """The /metrics page: this process's metrics (or, in multiprocess mode, every
     process's), then the queue gauges when the database could be read."""
@@ -171,7 +188,7 @@ def render(
         page = generate_latest(REGISTRY)
     if outbox is not None and inbox_pending is not None:
         queues = CollectorRegistry()
-        queues.register(_Queues(outbox, inbox_pending, paused, alerts or {}))
+        queues.register(_Queues(outbox, inbox_pending, paused, alerts or {}, staff_queue))
         page += generate_latest(queues)
     return page
 

@@ -291,6 +291,30 @@ async def counts(conn: Conn, *, staff_id: int) -> dict[str, int]:
     return dict(row)
 
 
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The queue for /metrics: unresolved items by status, and how long the customer
+    who has waited longest for a person has waited (0: nobody waits)."""
+
+    by_status: dict[str, int]
+    oldest_waiting_seconds: float
+
+
+async def gauges(conn: Conn) -> Gauges:
+    rows = await conn.fetch(
+        f"""
+        SELECT {_EFFECTIVE_STATUS} AS status, count(*) AS n,
+            coalesce(extract(epoch FROM now() - min(e.waiting_since)
+                             FILTER (WHERE {_EFFECTIVE_STATUS} <> 'snoozed')), 0) AS waited
+        FROM escalations AS e WHERE e.status <> 'resolved' GROUP BY 1
+        """
+    )
+    return Gauges(
+        by_status={r["status"]: r["n"] for r in rows},
+        oldest_waiting_seconds=float(max((r["waited"] for r in rows), default=0)),
+    )
+
+
 async def get_item(conn: Conn, item_id: int) -> Item | None:
     row = await conn.fetchrow(f"SELECT {_ITEM_COLUMNS} {_ITEM_FROM} WHERE e.id = $1", item_id)
     return _item(row) if row else None

@@ -93,6 +93,23 @@ async def add_staff(conn: Conn, username: str, role: str, password_hash: str) ->
     return staff_id
 
 
+async def reset_staff(conn: Conn, username: str, role: str, password_hash: str) -> int:
+    """Create the member or set them back to `role` and this password, active and
+    unlocked (the sandbox's demo team, made again at every start)."""
+    staff_id: int = await conn.fetchval(
+        """
+        INSERT INTO staff (username, role, password_hash) VALUES ($1, $2, $3)
+        ON CONFLICT (lower(username)) DO UPDATE SET role = $2, password_hash = $3,
+            active = true, failed_logins = 0, locked_until = NULL, updated_at = now()
+        RETURNING id
+        """,
+        username,
+        role,
+        password_hash,
+    )
+    return staff_id
+
+
 async def list_staff(conn: Conn) -> list[StaffAccount]:
     rows = await conn.fetch(
         """

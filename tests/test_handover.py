@@ -171,6 +171,8 @@ async def test_the_account_manager_gets_the_request_and_others_wait_unassigned(
         await stack.say("5491100000000", "asesor")  # nobody's customer
         await stack.replies(2)
         await until_rows(pool, 2)
+        async with stack.session.get(f"{stack.url}/metrics") as response:
+            page = await response.text()
         rows = await pool.fetch(
             "SELECT c.wa_id, e.assigned_to, e.status, e.priority FROM escalations AS e "
             "JOIN conversations AS c ON c.id = e.conversation_id ORDER BY c.wa_id"
@@ -180,6 +182,9 @@ async def test_the_account_manager_gets_the_request_and_others_wait_unassigned(
         JUAN_WA: (ana, "pending", "normal"),
         "5491100000000": (None, "pending", "normal"),
     }
+    # Operators see the queue: two customers waiting for a person.
+    assert 'staff_queue_items{status="pending"} 2.0' in page
+    assert "staff_queue_oldest_waiting_seconds" in page
 
 
 async def test_a_snoozed_request_wakes_when_the_customer_writes(

@@ -15,17 +15,24 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+import asyncpg
 from aiohttp import web
 
 from bot.app import build_app
 from bot.config import Settings
+from bot.console.auth import hash_password
 from bot.fakes.cloud_api import FakeCloudAPI
 from bot.sandbox.phone import Simulator, add_simulator
 from bot.serving import serve
+from bot.webhook import POOL
+from store import staff
 
 log = logging.getLogger(__name__)
 
 DEMO_BILLING = Path(__file__).resolve().parent / "demo_billing.json"
+# The staff console's demo team (the demo clients' account managers and an admin) and
+# canned replies; their password is made at every start and shown in the banner.
+DEMO_TEAM = Path(__file__).resolve().parent / "demo_team.json"
 HOST = "127.0.0.1"
 # The fake's status webhooks come this long apart, so the ticks visibly move.
 STATUS_DELAY_SECONDS = 0.4
@@ -78,6 +85,8 @@ class Sandbox:
         )
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self.staff_password = secrets.token_urlsafe(9)
+        self.staff_usernames: list[str] = []
 
     async def start(self) -> Self:
         api_url = await self.fake.start(self.host, 0)
@@ -88,11 +97,28 @@ class Sandbox:
             app = build_app(self.settings)
             add_simulator(app, Simulator(self.fake, self.settings, self.demo))
             self._runner, self.url = await serve(app, self.host, self.port, shutdown_timeout=5.0)
+            await self._demo_team(app[POOL])
         except BaseException:
             await self.stop()
             raise
         self.fake.webhook_url = f"{self.url}/webhook"
         return self
+
+    async def _demo_team(self, pool: asyncpg.Pool) -> None:
+        team = json.loads(DEMO_TEAM.read_text(encoding="utf-8"))
+        password_hash = await asyncio.to_thread(hash_password, self.staff_password)
+        async with pool.acquire() as conn, conn.transaction():
+            admin_id = 0
+            for member in team["staff"]:
+                staff_id = await staff.reset_staff(
+                    conn, member["username"], member["role"], password_hash
+                )
+                admin_id = admin_id or (staff_id if member["role"] == "admin" else 0)
+            existing = {c.code for c in await staff.canned_replies(conn)}
+            for canned in team["canned_replies"]:
+                if canned["code"] not in existing:
+                    await staff.save_canned_reply(conn, canned["code"], canned["body"], admin_id)
+        self.staff_usernames = [m["username"] for m in team["staff"]]
 
     async def stop(self) -> None:
         # The service first: its sender may still be talking to the fake.
@@ -112,6 +138,7 @@ class Sandbox:
     def urls(self) -> dict[str, str]:
         return {
             "sandbox": f"{self.url}/sandbox/",
+            "staff": f"{self.url}/staff/",
             "webhook": f"{self.url}/webhook",
             "fake_api": self.fake.base_url,
             "fake_messages": f"{self.fake.base_url}/_fake/messages",
@@ -125,6 +152,8 @@ class Sandbox:
             [
                 "WhatsApp bot sandbox is running.",
                 f"  Phone simulator:  {urls['sandbox']}",
+                f"  Staff console:    {urls['staff']}  (users {', '.join(self.staff_usernames)};"
+                f" password {self.staff_password})",
                 f"  Webhook:          {urls['webhook']}",
                 f"  Fake Cloud API:   {urls['fake_api']}  (sent: {urls['fake_messages']})",
                 f"  Health:           {urls['healthz']}",
