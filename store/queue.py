@@ -324,13 +324,15 @@ async def conversation_items(conn: Conn, conversation_id: int, *, resolved: int 
     """A conversation's unresolved items, and its latest resolved ones."""
     rows = await conn.fetch(
         f"""
-        (SELECT {_ITEM_COLUMNS} {_ITEM_FROM}
-         WHERE e.conversation_id = $1 AND e.status <> 'resolved')
-        UNION ALL
-        (SELECT {_ITEM_COLUMNS} {_ITEM_FROM}
-         WHERE e.conversation_id = $1 AND e.status = 'resolved'
-         ORDER BY e.resolved_at DESC LIMIT $2)
-        ORDER BY status = 'resolved', id
+        SELECT * FROM (
+            (SELECT {_ITEM_COLUMNS} {_ITEM_FROM}
+             WHERE e.conversation_id = $1 AND e.status <> 'resolved')
+            UNION ALL
+            (SELECT {_ITEM_COLUMNS} {_ITEM_FROM}
+             WHERE e.conversation_id = $1 AND e.status = 'resolved'
+             ORDER BY e.resolved_at DESC LIMIT $2)
+        ) AS t
+        ORDER BY t.status = 'resolved', t.id
         """,
         conversation_id,
         resolved,
@@ -462,17 +464,16 @@ async def assign(conn: Conn, item_id: int, staff_id: int, to_staff_id: int | Non
     queue (None: pending, nobody's)."""
     to = await conn.fetchval(
         """
-        WITH target AS (SELECT id, username FROM staff WHERE id = $3 AND active)
+        WITH target AS (SELECT id, username FROM staff WHERE id = $2 AND active)
         UPDATE escalations SET assigned_to = (SELECT id FROM target),
             status = CASE WHEN status = 'snoozed' THEN status
                           WHEN (SELECT id FROM target) IS NULL THEN 'pending' ELSE 'open' END,
             updated_at = now()
         WHERE id = $1 AND status <> 'resolved'
-          AND ($3::bigint IS NULL OR EXISTS (SELECT FROM target))
+          AND ($2::bigint IS NULL OR EXISTS (SELECT FROM target))
         RETURNING coalesce((SELECT username FROM target), '')
         """,
         item_id,
-        staff_id,
         to_staff_id,
     )
     if to is None:

@@ -10,14 +10,11 @@ from /staff/live, a server-sent event stream fed by a cheap fingerprint of the q
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,7 +22,17 @@ import aiohttp_jinja2
 import asyncpg
 from aiohttp import web
 
+from bot.console import live
 from bot.console.auth import current_staff, safe_next
+from bot.console.wording import (
+    PRIORITY_NAMES,
+    PURPOSE_NAMES,
+    TICKS,
+    VIEW_NAMES,
+    Format,
+    customer,
+    inbound_text,
+)
 from bot.listener import OUTBOX
 from bot.webhook import BILLING, POOL, SETTINGS, SIGNALS
 from flows.billing import BillingError
@@ -45,16 +52,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Ids in URLs: PostgreSQL's bigint, so a longer number is a 404, not a database error.
 _ID = r"{id:\d{1,18}}"
 WINDOW = timedelta(hours=24)
-LIVE_POLL_SECONDS = 1.0
-LIVE_KEEPALIVE_SECONDS = 15.0
 # The account summary waits this long for the billing system, then says it could not.
 BILLING_SECONDS = 5.0
-SNOOZES = ("1h", "4h", "tomorrow", "message")
 # Snoozed "until tomorrow" wakes at this local time.
 MORNING = time(9, 0)
 # `/saludo` at the start of a reply names a canned reply (store.staff, migration 018).
 _CANNED = re.compile(r"/([a-z0-9_-]{1,32})(?=\s|$)")
 TEMPLATE_NAME_MAX = 60
+WINDOW_CLOSED = (
+    "Pasaron más de 24 horas desde el último mensaje del cliente: WhatsApp solo permite "
+    "enviarle la plantilla de seguimiento. Cuando responda, podrá escribirle libremente."
+)
 # What a billing read may fail with: the page says so instead of failing.
 BILLING_FAILURES = (
     BillingError,
@@ -63,65 +71,6 @@ BILLING_FAILURES = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
-
-LIVE_STOP: web.AppKey[asyncio.Event] = web.AppKey("console_live_stop", asyncio.Event)
-
-REASONS = {
-    "customer_request": "Pidió una persona",
-    "not_understood": "El bot no le entendió",
-    "upgrade_not_offered": "Mejora de plan que no es automática",
-    "transfer_by_hand": "Cambio de titular a mano",
-    "cancellation_not_confirmed": "Baja sin confirmar",
-    "billing_outcome_unknown": "Resultado incierto en facturación",
-}
-PRIORITY_NAMES = {"urgent": "urgente", "high": "alta", "normal": "normal", "low": "baja"}
-STATUS_NAMES = {
-    "pending": "pendiente",
-    "open": "abierto",
-    "snoozed": "pospuesto",
-    "resolved": "resuelto",
-}
-VIEW_NAMES = {
-    "mine": "Míos",
-    "unassigned": "Sin asignar",
-    "all": "Todos",
-    "snoozed": "Pospuestos",
-    "resolved": "Resueltos",
-}
-# An outbound message's delivery state as a phone shows it: (ticks, words, css class).
-TICKS = {
-    "pending": ("⏱", "En cola", "tick-wait"),
-    "sending": ("⏱", "Enviando", "tick-wait"),
-    "accepted": ("✓", "Aceptado por WhatsApp", "tick-sent"),
-    "sent": ("✓", "Enviado", "tick-sent"),
-    "delivered": ("✓✓", "Entregado", "tick-delivered"),
-    "read": ("✓✓", "Leído", "tick-read"),
-    "failed": ("✗", "No se entregó", "tick-failed"),
-}
-# Outbound messages that are not the bot's answers nor a staff member's.
-PURPOSE_NAMES = {"alert": "aviso", "broadcast": "difusión", "staff": "desde la consola"}
-# The data flows collect for an item, in words staff read; other keys are shown as they are.
-DETAIL_NAMES = {
-    "summary": "Resumen",
-    "service": "Servicio",
-    "service_id": "Id del servicio",
-    "wanted_product": "Plan pedido",
-    "wanted_product_id": "Id del plan pedido",
-    "account_manager": "Ejecutivo de cuenta",
-    "from_client_id": "Cliente que cede",
-    "to_client_id": "Cliente que recibe",
-    "typed": "Escribió",
-    "request": "Pedido",
-}
-# Actions without a staff member: the customer's, or the service's own.
-CUSTOMER_ACTIONS = ("woken_by_customer", "customer_returned_to_bot")
-SERVICE_STATUS_NAMES = {
-    "pending": "pendiente",
-    "active": "activo",
-    "suspended": "suspendido",
-    "cancelled": "cancelado",
-    "terminated": "terminado",
-}
 
 
 class Problem(Exception):
@@ -134,10 +83,8 @@ class Problem(Exception):
 
 
 def add_routes(app: web.Application) -> None:
-    app[LIVE_STOP] = asyncio.Event()
-    app.on_shutdown.append(_end_live_streams)
     app.router.add_get("/staff/", _page(queue_page))
-    app.router.add_get("/staff/live", live)
+    live.add_routes(app)
     app.router.add_get(f"/staff/conversations/{_ID}", _page(conversation_page))
     app.router.add_get(f"/staff/conversations/{_ID}/transcript", _page(transcript_fragment))
     app.router.add_post(f"/staff/conversations/{_ID}/reply", _page(reply))
@@ -158,139 +105,8 @@ def _page(handler: Handler) -> Handler:
     return page
 
 
-async def _end_live_streams(app: web.Application) -> None:
-    app[LIVE_STOP].set()
-
-
-# -- how things are said --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Format:
-    """Times in the company's time zone and the queue's words, for the templates."""
-
-    tz: ZoneInfo
-    now: datetime
-
-    def when(self, at: datetime | None) -> str:
-        if at is None:
-            return ""
-        local = at.astimezone(self.tz)
-        if local.date() == self.now.astimezone(self.tz).date():
-            return local.strftime("%H:%M")
-        if local.year == self.now.astimezone(self.tz).year:
-            return local.strftime("%d/%m %H:%M")
-        return local.strftime("%d/%m/%Y %H:%M")
-
-    def iso(self, at: datetime | None) -> str:
-        return at.astimezone(self.tz).isoformat(timespec="seconds") if at else ""
-
-    def day(self, d: date | None) -> str:
-        return d.strftime("%d/%m/%Y") if d else "—"
-
-    def waiting(self, since: datetime | None) -> str:
-        return f"espera hace {duration(self.now - since)}" if since else ""
-
-    def took(self, start: datetime, end: datetime | None) -> str:
-        return duration(end - start) if end else ""
-
-    def reason(self, reason: str) -> str:
-        return REASONS.get(reason, reason)
-
-    def priority(self, priority: str) -> str:
-        return PRIORITY_NAMES.get(priority, priority)
-
-    def status(self, status: str) -> str:
-        return STATUS_NAMES.get(status, status)
-
-    def service_status(self, status: str) -> str:
-        return SERVICE_STATUS_NAMES.get(status, status)
-
-    def money(self, amount: Decimal) -> str:
-        return f"{amount:.2f} $"
-
-    def detail(self, detail: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """An item's data as (label, value) pairs, the summary first; values as text
-        (the template escapes them)."""
-        keys = sorted(detail, key=lambda k: (k != "summary", k))
-        return [(DETAIL_NAMES.get(k, k), _as_text(detail[k])) for k in keys]
-
-    def actor(self, action: queue.Action) -> str:
-        if action.staff:
-            return action.staff
-        return "Cliente" if action.action in CUSTOMER_ACTIONS else "Sistema"
-
-    def action(self, action: queue.Action) -> str:
-        detail = action.detail or {}
-        match action.action:
-            case "claimed":
-                return "tomó el pedido"
-            case "assigned":
-                to = detail.get("to")
-                return f"lo asignó a {to}" if to else "lo devolvió a la cola (sin asignar)"
-            case "snoozed":
-                until = _parse_time(detail.get("until"))
-                if until is None:
-                    return "lo pospuso hasta que el cliente escriba"
-                return f"lo pospuso hasta {self.when(until)}"
-            case "priority":
-                return f"cambió la prioridad a {self.priority(str(detail.get('priority')))}"
-            case "resolved":
-                return "lo resolvió"
-            case "replied":
-                return "respondió al cliente"
-            case "woken_by_customer":
-                return "el cliente escribió: vuelve a la cola"
-            case "snooze_ended":
-                return "terminó la pausa: vuelve a la cola"
-            case "customer_returned_to_bot":
-                return "el cliente escribió menu y volvió al bot"
-        return action.action
-
-
-def duration(delta: timedelta) -> str:
-    """`40 s`, `12 min`, `3 h 5 min`, `2 d 4 h`."""
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def _as_text(value: object) -> str:
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "sí" if value else "no"
-    if isinstance(value, int | float | Decimal):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _format(request: web.Request) -> Format:
     return Format(ZoneInfo(request.app[SETTINGS].display_timezone), datetime.now(UTC))
-
-
-def _customer(profile_name: str | None, wa_id: str | None, user_id: str | None) -> str:
-    number = f"+{wa_id}" if wa_id else (user_id or "")
-    return f"{profile_name} ({number})" if profile_name else number or "cliente sin número"
 
 
 # -- the queue ------------------------------------------------------------------------
@@ -317,7 +133,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
         "counts": counts,
         "items": items,
         "fmt": _format(request),
-        "customer": _customer,
+        "customer": customer,
         "member": member,
     }
     name = "queue_items.html" if request.query.get("partial") else "queue.html"
@@ -397,13 +213,17 @@ async def _conversation(
 ) -> web.StreamResponse:
     member = current_staff(request)
     async with request.app[POOL].acquire() as conn:
-        work = await _work(conn, conversation_id)
-        lines = [] if partial else await _transcript(conn, conversation_id)
+        conv = await queue.conversation(conn, conversation_id)
+        if conv is None:
+            raise Problem(404, "No existe esa conversación.")
+        entries = await queue.transcript(conn, conversation_id)
+        work = await _work(conn, conv, entries)
+    lines = [] if partial else [_line(e) for e in entries]
     context: dict[str, Any] = {
         "work": work,
         "lines": lines,
         "fmt": _format(request),
-        "customer": _customer,
+        "customer": customer,
         "member": member,
         "error": error,
         "draft": draft,
@@ -423,11 +243,8 @@ def _follow_up_text() -> str:
     return str(body).replace("{{1}}", "[nombre]")
 
 
-async def _work(conn: Conn, conversation_id: int) -> Work:
-    conv = await queue.conversation(conn, conversation_id)
-    if conv is None:
-        raise Problem(404, "No existe esa conversación.")
-    items = await queue.conversation_items(conn, conversation_id)
+async def _work(conn: Conn, conv: asyncpg.Record, transcript: list[queue.TranscriptEntry]) -> Work:
+    items = await queue.conversation_items(conn, conv["id"])
     actions: dict[int, list[queue.Action]] = {i.id: [] for i in items}
     for action in await queue.actions(conn, [i.id for i in items]):
         actions[action.escalation_id].append(action)
@@ -444,9 +261,6 @@ async def _work(conn: Conn, conversation_id: int) -> Work:
         ),
         default=0,
     )
-    last_out = await conn.fetchval(
-        "SELECT coalesce(max(id), 0) FROM outbox WHERE conversation_id = $1", conversation_id
-    )
     last_inbound: datetime | None = conv["last_inbound_at"]
     window_until = last_inbound + WINDOW if last_inbound else None
     return Work(
@@ -459,7 +273,8 @@ async def _work(conn: Conn, conversation_id: int) -> Work:
         window_until=window_until,
         handed_over=conv["flow_state"] == HANDED_OVER,
         returned_to_bot=returned > last_reply,
-        reply_after=int(last_out),
+        # The newest outbound message drawn: a form sent again after it is a repeat.
+        reply_after=max((e.id for e in transcript if e.direction == "out"), default=0),
     )
 
 
@@ -469,20 +284,16 @@ async def transcript_fragment(request: web.Request) -> web.StreamResponse:
     async with request.app[POOL].acquire() as conn:
         if await queue.conversation(conn, conversation_id) is None:
             raise Problem(404, "No existe esa conversación.")
-        lines = await _transcript(conn, conversation_id)
+        lines = [_line(e) for e in await queue.transcript(conn, conversation_id)]
     return aiohttp_jinja2.render_template(
         "transcript.html", request, {"lines": lines, "fmt": _format(request)}
     )
 
 
-async def _transcript(conn: Conn, conversation_id: int) -> list[Line]:
-    return [_line(e) for e in await queue.transcript(conn, conversation_id)]
-
-
 def _line(entry: queue.TranscriptEntry) -> Line:
     message = entry.message if isinstance(entry.message, Mapping) else {}
     if entry.direction == "in":
-        return Line(entry.id, "in", entry.at, _inbound_text(message), "Cliente")
+        return Line(entry.id, "in", entry.at, inbound_text(message), "Cliente")
     try:
         text = preview(from_json(dict(message)))
     except (KeyError, ValueError, TypeError):
@@ -498,23 +309,6 @@ def _line(entry: queue.TranscriptEntry) -> Line:
     if not entry.staff and entry.purpose not in (None, "reply"):
         note = PURPOSE_NAMES.get(str(entry.purpose), str(entry.purpose))
     return Line(entry.id, "out", entry.at, text, who, tick, error, note)
-
-
-def _inbound_text(message: Mapping[str, Any]) -> str:
-    kind = message.get("kind")
-    text = message.get("text")
-    if kind == "text" and isinstance(text, str):
-        media = message.get("media")
-        return f"[{media}] {text}" if media else text
-    if kind == "choice" and isinstance(text, str):
-        return f"Eligió: {text}"
-    if kind == "reaction":
-        return "[reacción]"
-    if kind == "revoked":
-        return "[borró un mensaje]"
-    if kind == "welcome":
-        return "[abrió el chat]"
-    return "[tipo no soportado]"
 
 
 async def _account(request: web.Request, client_id: str | None) -> AccountSummary:
@@ -572,7 +366,7 @@ async def reply(request: web.Request) -> web.StreamResponse:
     conversation_id = int(request.match_info["id"])
     form = await request.post()
     as_template = form.get("template") == "follow_up"
-    text = str(form.get("text", "")).replace("\r\n", "\n").strip()
+    text = str(form.get("text", "")).replace("\r\n", "\n").replace("\x00", "").strip()
     after = _optional_int(form.get("reply_after"), "reply_after")
     pool = request.app[POOL]
     async with pool.acquire() as conn:
@@ -616,12 +410,6 @@ async def reply(request: web.Request) -> web.StreamResponse:
     if sent:
         request.app[SIGNALS].notify(OUTBOX)
     raise web.HTTPSeeOther(f"/staff/conversations/{conversation_id}#reply")
-
-
-WINDOW_CLOSED = (
-    "Pasaron más de 24 horas desde el último mensaje del cliente: WhatsApp solo permite "
-    "enviarle la plantilla de seguimiento. Cuando responda, podrá escribirle libremente."
-)
 
 
 async def _expand(conn: Conn, text: str) -> str:
@@ -778,51 +566,3 @@ def _back(value: object, default: str) -> str:
     if isinstance(value, str) and value and safe_next(value) == value:
         return value
     return default
-
-
-# -- live updates -----------------------------------------------------------------------
-
-
-async def live(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: `change` whenever the queue's fingerprint moves (and once at
-    the start, so a page drawn just before the stream opened misses nothing), a comment
-    now and then so proxies keep the stream open. The pool is used for a moment per
-    poll, never held between polls; the stream ends when the browser goes or the
-    service stops."""
-    current_staff(request)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
-    stop = request.app[LIVE_STOP]
-    pool = request.app[POOL]
-    loop = asyncio.get_running_loop()
-    last: tuple[Any, ...] | None = None
-    written_at = loop.time()
-    try:
-        while not stop.is_set():
-            if request.transport is None or request.transport.is_closing():
-                break
-            fingerprint: tuple[Any, ...] | None = None
-            try:
-                async with pool.acquire() as conn:
-                    fingerprint = await queue.changes_since(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-                log.warning("console live updates: %r", e)
-            if fingerprint is not None and fingerprint != last:
-                last = fingerprint
-                data = json.dumps([str(part) for part in fingerprint])
-                await response.write(f"event: change\ndata: {data}\n\n".encode())
-                written_at = loop.time()
-            elif loop.time() - written_at >= LIVE_KEEPALIVE_SECONDS:
-                await response.write(b": keepalive\n\n")
-                written_at = loop.time()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), LIVE_POLL_SECONDS)
-    except ConnectionResetError:
-        pass  # the browser went away
-    return response

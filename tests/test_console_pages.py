@@ -1,0 +1,528 @@
+"""The staff console's queue and conversation pages over HTTP, against the whole service
+and the fake Cloud API: what staff see, what each action changes and records, and what
+reaches the customer (exactly once, through the outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from bot.console.auth import hash_password
+from bot.webhook import BILLING
+from flows.billing import BillingUnavailable
+from flows.catalog import default_catalog
+from store import staff
+from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
+from tests.harness import Stack, text_of
+
+CATALOG = default_catalog()
+PASSWORD = "una clave bastante larga"
+_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+_AFTER = re.compile(r'name="reply_after" value="(\d+)"')
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class StaffClient:
+    """One member's logged-in session: its own cookies, the CSRF token from the pages."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.url = stack.url
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.token = ""
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def login(self, username: str, password: str = PASSWORD) -> None:
+        page = await self.get("/staff/login")
+        async with self.session.post(
+            f"{self.url}/staff/login",
+            data={"username": username, "password": password, "csrf_token": self.token},
+        ) as r:
+            body = await r.text()
+            assert r.status == 200 and r.url.path == "/staff/", (r.status, body[:300])
+        self._remember(body)
+        assert page
+
+    async def get(self, path: str, status: int = 200) -> str:
+        async with self.session.get(f"{self.url}{path}") as r:
+            body = await r.text()
+            assert r.status == status, (path, r.status, body[:500])
+        self._remember(body)
+        return body
+
+    async def post(
+        self, path: str, data: dict[str, str] | None = None, *, follow: bool = True
+    ) -> tuple[int, str, str]:
+        """(status, final path, body)."""
+        form = {"csrf_token": self.token, **(data or {})}
+        async with self.session.post(f"{self.url}{path}", data=form, allow_redirects=follow) as r:
+            body = await r.text()
+            where = r.headers.get("Location", "") if not follow else r.url.path
+            self._remember(body)
+            return r.status, where, body
+
+    def _remember(self, body: str) -> None:
+        found = _TOKEN.search(body)
+        if found:
+            self.token = html.unescape(found.group(1))
+
+
+@pytest.fixture
+async def stack(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Stack]:
+    # The exact send counts are the point: Meta's awkward habits (a 504 after a send,
+    # statuses lost) would blur them, and the sender's own tests cover those.
+    async with Stack(database_url, awkward=None) as running:
+        yield running
+
+
+@pytest.fixture
+async def members(pool: asyncpg.Pool) -> dict[str, int]:
+    """Ana (Juan's and María's account manager in billing) and Beto."""
+    async with pool.acquire() as conn:
+        return {
+            name: await staff.add_staff(conn, name, "agent", hash_password(PASSWORD))
+            for name in ("ana", "beto")
+        }
+
+
+@pytest.fixture
+async def clients(stack: Stack) -> AsyncIterator[list[StaffClient]]:
+    made: list[StaffClient] = []
+    yield made
+    for client in made:
+        await client.close()
+
+
+async def logged_in(stack: Stack, clients: list[StaffClient], username: str) -> StaffClient:
+    client = StaffClient(stack)
+    clients.append(client)
+    await client.login(username)
+    return client
+
+
+async def asks_for_a_person(stack: Stack, pool: asyncpg.Pool, wa_id: str) -> asyncpg.Record:
+    """The customer types `asesor`; the bot hands them over. Their item."""
+    before = len(stack.fake.messages(to=wa_id))
+    await stack.say(wa_id, "asesor", name="Juan" if wa_id == JUAN_WA else "Cliente")
+    [*_, handover] = await stack.replies(before + 1, to=wa_id)
+    assert text_of(handover) == CATALOG.text("menu.handed_over")
+    item = await pool.fetchrow(
+        """
+        SELECT e.* FROM escalations AS e JOIN conversations AS c ON c.id = e.conversation_id
+        WHERE c.wa_id = $1 AND e.status <> 'resolved'
+        """,
+        wa_id,
+    )
+    assert item is not None
+    return item
+
+
+async def sender_idle(pool: asyncpg.Pool) -> None:
+    """Until nothing is waiting to be sent or waiting for its answer."""
+    await _until_db(
+        "the outbox settles",
+        lambda: pool.fetchval(
+            "SELECT count(*) = 0 FROM outbox WHERE status IN ('pending', 'sending')"
+        ),
+    )
+
+
+async def _until_db(what: str, check: Any, timeout: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.05)
+
+
+def texts_to(stack: Stack, wa_id: str) -> list[str]:
+    return [text_of(m) for m in stack.fake.messages(to=wa_id)]
+
+
+async def test_the_queue_shows_the_item_and_every_action_is_recorded_and_shown(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    # Pre-assigned to Juan's account manager: her own view opens first.
+    assert item["assigned_to"] == members["ana"]
+    ana = await logged_in(stack, clients, "ana")
+    page = await ana.get("/staff/")
+    assert 'aria-current="page" data-view="mine"' in page
+    assert f'data-item-id="{item["id"]}"' in page
+    assert "Juan (+5491155551234)" in page
+    assert "Pidió una persona" in page
+    assert "espera hace" in page
+    assert "asignado a ana" in page
+
+    beto = await logged_in(stack, clients, "beto")
+    page = await beto.get("/staff/")  # nothing of his: every waiting item
+    assert 'aria-current="page" data-view="all"' in page
+    assert f'data-item-id="{item["id"]}"' in page
+    assert f'data-item-id="{item["id"]}"' not in await beto.get("/staff/?view=mine")
+    fragment = await beto.get("/staff/?view=all&partial=1")
+    assert f'data-item-id="{item["id"]}"' in fragment and "<html" not in fragment
+
+    path = f"/staff/items/{item['id']}"
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    steps: list[tuple[str, dict[str, str]]] = [
+        ("claim", {}),
+        ("assign", {"staff_id": str(members["ana"])}),
+        ("assign", {"staff_id": ""}),
+        ("snooze", {"until": "1h"}),
+        ("priority", {"priority": "urgent"}),
+        ("snooze", {"until": "message"}),
+        ("claim", {}),
+        ("resolve", {}),
+    ]
+    states = []
+    for action, data in steps:
+        status, where, _ = await beto.post(f"{path}/{action}", data, follow=False)
+        assert (status, where) == (303, conversation), action
+        row = await pool.fetchrow(
+            "SELECT status, assigned_to, priority, snoozed_until IS NOT NULL AS timed"
+            " FROM escalations WHERE id = $1",
+            item["id"],
+        )
+        states.append((row["status"], row["assigned_to"], row["priority"], row["timed"]))
+        if action == "snooze" and data["until"] == "1h":
+            assert f'data-item-id="{item["id"]}"' in await beto.get("/staff/?view=snoozed")
+    ana_id, beto_id = members["ana"], members["beto"]
+    assert states == [
+        ("open", beto_id, "normal", False),
+        ("open", ana_id, "normal", False),
+        ("pending", None, "normal", False),
+        ("snoozed", None, "normal", True),
+        ("snoozed", None, "urgent", True),
+        ("snoozed", None, "urgent", False),
+        ("open", beto_id, "urgent", False),
+        ("resolved", beto_id, "urgent", False),
+    ]
+    recorded = await pool.fetch(
+        "SELECT action, staff_id, detail FROM escalation_actions WHERE escalation_id = $1"
+        " ORDER BY id",
+        item["id"],
+    )
+    assert [(r["action"], r["staff_id"]) for r in recorded] == [
+        (action, beto_id) for action in ("claimed", "assigned", "assigned", "snoozed")
+    ] + [(a, beto_id) for a in ("priority", "snoozed", "claimed", "resolved")]
+    assert recorded[1]["detail"] == {"to": "ana"}
+    assert recorded[2]["detail"] == {"to": None}
+
+    page = await beto.get(conversation)
+    log = page[page.index('data-status="resolved"') :]
+    for said in (
+        "beto</strong> tomó el pedido",
+        "beto</strong> lo asignó a ana",
+        "beto</strong> lo devolvió a la cola (sin asignar)",
+        "beto</strong> lo pospuso hasta ",
+        "beto</strong> cambió la prioridad a urgente",
+        "beto</strong> lo pospuso hasta que el cliente escriba",
+        "beto</strong> lo resolvió",
+    ):
+        assert said in log, said
+    assert f'data-item-id="{item["id"]}"' in await beto.get("/staff/?view=resolved")
+
+
+async def test_a_reply_inside_the_window_reaches_the_customer_once_as_text(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    ana = await logged_in(stack, clients, "ana")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    page = await ana.get(conversation)
+    assert "El bot está en silencio: la conversación la tiene una persona" in page
+    assert 'name="text"' in page
+    found = _AFTER.search(page)
+    assert found is not None
+    form = {"text": "Hola Juan, soy Ana.\r\n¿En qué le ayudo?", "reply_after": found.group(1)}
+
+    status, where, _ = await ana.post(f"{conversation}/reply", form, follow=False)
+    assert (status, where) == (303, f"{conversation}#reply")
+    # The same form sent again (a double click, a resubmission): nothing more is sent.
+    status, where, _ = await ana.post(f"{conversation}/reply", form, follow=False)
+    assert (status, where) == (303, f"{conversation}#reply")
+    await stack.replies(2, to=JUAN_WA)
+    await sender_idle(pool)
+    assert texts_to(stack, JUAN_WA) == [
+        CATALOG.text("menu.handed_over"),
+        "Hola Juan, soy Ana.\n¿En qué le ayudo?",
+    ]
+    [row] = await pool.fetch(
+        "SELECT purpose, staff_id, sent_as FROM outbox WHERE purpose = 'staff'"
+    )
+    assert (row["purpose"], row["staff_id"], row["sent_as"]) == ("staff", members["ana"], "message")
+    replied = await pool.fetchrow(
+        "SELECT first_reply_at, waiting_since FROM escalations WHERE id = $1", item["id"]
+    )
+    assert replied["first_reply_at"] is not None and replied["waiting_since"] is None
+
+    # Drawn again, the form may send the same words again: that is a new message.
+    page = await ana.get(conversation)
+    assert "ana" in page and "Hola Juan, soy Ana." in page
+    assert "primera respuesta a los" in page
+    again = _AFTER.search(page)
+    assert again is not None and int(again.group(1)) > int(found.group(1))
+    await ana.post(f"{conversation}/reply", {**form, "reply_after": again.group(1)})
+    await stack.replies(3, to=JUAN_WA)
+    await sender_idle(pool)
+    assert len(stack.fake.messages(to=JUAN_WA)) == 3
+
+
+async def test_outside_the_window_only_the_follow_up_template_goes(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    await sender_idle(pool)
+    await pool.execute(
+        "UPDATE conversations SET last_inbound_at = now() - interval '2 days' WHERE id = $1",
+        item["conversation_id"],
+    )
+    ana = await logged_in(stack, clients, "ana")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    page = await ana.get(conversation)
+    assert "La ventana de 24 h está cerrada" in page
+    assert "Enviar plantilla de seguimiento" in page
+    assert 'name="text"' not in page
+
+    status, _, body = await ana.post(f"{conversation}/reply", {"text": "Hola, ¿sigue ahí?"})
+    assert status == 409
+    assert "solo permite enviarle la plantilla de seguimiento" in body
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE purpose = 'staff'") == 0
+
+    status, where, _ = await ana.post(
+        f"{conversation}/reply", {"template": "follow_up"}, follow=False
+    )
+    assert (status, where) == (303, f"{conversation}#reply")
+    [*_, sent] = await stack.replies(2, to=JUAN_WA)
+    await sender_idle(pool)
+    assert sent.type == "template"
+    assert sent.body["template"]["name"] == "seguimiento_de_consulta"
+    [parameter] = sent.body["template"]["components"][0]["parameters"]
+    assert parameter["text"] == "Juan"  # billing's first name
+    assert len(stack.fake.messages(to=JUAN_WA)) == 2
+    row = await pool.fetchrow("SELECT message, staff_id FROM outbox WHERE purpose = 'staff'")
+    assert row["message"]["kind"] == "template" and row["staff_id"] == members["ana"]
+
+
+async def test_a_canned_reply_code_is_replaced_by_its_text(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    async with pool.acquire() as conn:
+        await staff.save_canned_reply(conn, "saludo", "Hola, le escribe el equipo.", members["ana"])
+    item = await asks_for_a_person(stack, pool, MARIA_WA)
+    beto = await logged_in(stack, clients, "beto")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    page = await beto.get(conversation)
+    assert 'data-insert="/saludo "' in page
+
+    status, _, body = await beto.post(f"{conversation}/reply", {"text": "/nada que ver"})
+    assert status == 400 and "No hay ninguna respuesta rápida /nada" in body
+    assert "/nada que ver</textarea>" in body  # the draft is kept
+
+    await beto.post(f"{conversation}/reply", {"text": "/saludo ¿Me confirma el dominio?"})
+    [*_, sent] = await stack.replies(2, to=MARIA_WA)
+    assert text_of(sent) == "Hola, le escribe el equipo. ¿Me confirma el dominio?"
+    # A slash inside a word is no code.
+    await beto.post(f"{conversation}/reply", {"text": "/home/maria está llena"})
+    [*_, sent] = await stack.replies(3, to=MARIA_WA)
+    assert text_of(sent) == "/home/maria está llena"
+
+
+async def test_the_account_summary_is_the_customers_own(
+    stack: Stack,
+    pool: asyncpg.Pool,
+    members: dict[str, int],
+    clients: list[StaffClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    juan = await asks_for_a_person(stack, pool, JUAN_WA)
+    maria = await asks_for_a_person(stack, pool, MARIA_WA)
+    await stack.say(UNKNOWN_WA, "hola")
+    await stack.replies(1, to=UNKNOWN_WA)
+    unknown = await pool.fetchval("SELECT id FROM conversations WHERE wa_id = $1", UNKNOWN_WA)
+    ana = await logged_in(stack, clients, "ana")
+
+    page = await ana.get(f"/staff/conversations/{juan['conversation_id']}")
+    account = page[page.index('aria-label="Cuenta del cliente"') :]
+    for shown in (
+        "Juan Perez",
+        "juan@example.com",
+        "juanperez.com.ar",
+        "radio.juanperez.com.ar",
+        "Hosting Inicial",
+        "suspendido",
+        "01/06/2026",  # the unpaid invoice's due date
+        "Factura i2",
+        "5.00 $",
+        "renovación automática sí",
+    ):
+        assert shown in account, shown
+    assert "Factura i1" not in account  # paid
+    assert "mariagonzalez" not in page and "María" not in page
+
+    page = await ana.get(f"/staff/conversations/{maria['conversation_id']}")
+    assert "mariagonzalez.mx" in page
+    assert "juanperez" not in page and "Juan Perez" not in page
+
+    page = await ana.get(f"/staff/conversations/{unknown}")
+    assert "Número no identificado" in page
+
+    # The billing system failing is a note on the page, never an error page.
+    assert stack._runner is not None
+    billing = stack._runner.app[BILLING]
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise BillingUnavailable("timeout")
+
+    monkeypatch.setattr(billing, "list_services", down)
+    page = await ana.get(f"/staff/conversations/{juan['conversation_id']}")
+    assert "No se pudo consultar la facturación ahora" in page
+    assert "radio.juanperez.com.ar" not in page
+
+
+async def test_resolving_hands_the_conversation_back_to_the_bot(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    ana = await logged_in(stack, clients, "ana")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    await ana.post(f"{conversation}/reply", {"text": "Listo, ya lo revisé."})
+    await stack.replies(2, to=JUAN_WA)
+    # While a person has it the bot is silent.
+    await stack.say(JUAN_WA, "gracias")
+    await _until_db(
+        "the thanks is handled",
+        lambda: pool.fetchval("SELECT count(*) = 0 FROM inbox WHERE status = 'pending'"),
+    )
+    await sender_idle(pool)
+    assert len(stack.fake.messages(to=JUAN_WA)) == 2
+
+    status, where, _ = await ana.post(f"/staff/items/{item['id']}/resolve", follow=False)
+    assert (status, where) == (303, conversation)
+    [*_, told] = await stack.replies(3, to=JUAN_WA)
+    assert text_of(told) == CATALOG.text("handover.handed_back")
+    row = await pool.fetchrow(
+        "SELECT purpose, staff_id FROM outbox WHERE id = (SELECT max(id) FROM outbox)"
+    )
+    assert row["purpose"] == "staff"
+    page = await ana.get(conversation)
+    assert "El bot está en silencio" not in page
+    assert "No hay ningún pedido abierto en esta conversación" in page
+
+    await stack.say(JUAN_WA, "hola")
+    [*_, menu] = await stack.replies(4, to=JUAN_WA)
+    assert text_of(menu) == CATALOG.text("menu.body", name="Juan")
+
+
+async def test_the_customer_going_back_to_the_bot_is_said(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    ana = await logged_in(stack, clients, "ana")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    await ana.post(f"{conversation}/reply", {"text": "Hola, ¿qué necesita?"})
+    await stack.replies(2, to=JUAN_WA)
+    await stack.say(JUAN_WA, "menu")
+    await stack.replies(3, to=JUAN_WA)
+    await _until_db(
+        "the return is recorded",
+        lambda: pool.fetchval(
+            "SELECT count(*) > 0 FROM escalation_actions WHERE action = 'customer_returned_to_bot'"
+        ),
+    )
+    page = await ana.get(conversation)
+    assert "volvió al bot" in page
+    assert "El bot está en silencio" not in page
+
+
+async def test_bad_input_is_refused_with_a_page_never_a_500(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    ana = await logged_in(stack, clients, "ana")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    items = f"/staff/items/{item['id']}"
+
+    await ana.get("/staff/conversations/999999", status=404)
+    await ana.get("/staff/conversations/999999/transcript", status=404)
+    await ana.get("/staff/conversations/99999999999999999999999", status=404)
+    await ana.get("/staff/?view=everything", status=400)
+    for action in ("claim", "assign", "snooze", "priority", "resolve"):
+        status, _, body = await ana.post(f"/staff/items/999999/{action}")
+        assert status == 404 and "No existe ese pedido" in body, action
+    refused = [
+        (f"{items}/priority", {"priority": "altísima"}),
+        (f"{items}/priority", {}),
+        (f"{items}/snooze", {"until": "siempre"}),
+        (f"{items}/assign", {"staff_id": "abc"}),
+        (f"{items}/assign", {"staff_id": "999999"}),
+        (f"{conversation}/reply", {"text": ""}),
+        (f"{conversation}/reply", {"text": "   \r\n "}),
+        (f"{conversation}/reply", {"text": "x" * 5000}),
+        (f"{conversation}/reply", {"text": "hola", "reply_after": "ayer"}),
+    ]
+    for path, data in refused:
+        status, _, body = await ana.post(path, data)
+        assert status == 400, (path, data, status, body[:300])
+        assert 'role="alert"' in body
+    status, _, body = await ana.post(f"{conversation}/reply", {"text": "x" * 5000})
+    assert "5000 caracteres" in body and "4096" in body
+    await sender_idle(pool)
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE purpose = 'staff'") == 0
+    assert (
+        await pool.fetchval("SELECT count(*) FROM escalation_actions WHERE staff_id IS NOT NULL")
+        == 0
+    )
+
+    # Back only to a page of the console.
+    status, where, _ = await ana.post(
+        f"{items}/claim", {"next": "https://elsewhere.example/staff/"}, follow=False
+    )
+    assert (status, where) == (303, conversation)
+    status, where, _ = await ana.post(
+        f"{items}/priority", {"priority": "high", "next": "/staff/?view=all"}, follow=False
+    )
+    assert (status, where) == (303, "/staff/?view=all")
+
+    # Resolved: acting on it again is refused (resolving again is a no-op), and there
+    # is nothing to reply on any more.
+    await ana.post(f"{items}/resolve")
+    status, where, _ = await ana.post(f"{items}/resolve", follow=False)
+    assert (status, where) == (303, conversation)
+    status, _, body = await ana.post(f"{items}/claim")
+    assert status == 409 and "ya está resuelto" in body
+    status, _, body = await ana.post(f"{conversation}/reply", {"text": "¿Sigue ahí?"})
+    assert status == 409 and "No hay ningún pedido abierto en esta conversación" in body
+
+    # Without the CSRF token nothing happens.
+    async with ana.session.post(f"{stack.url}{items}/claim", data={}) as r:
+        assert r.status == 403
+
+
+async def test_live_updates_announce_a_change(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    ana = await logged_in(stack, clients, "ana")
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with ana.session.get(f"{stack.url}/staff/live", timeout=timeout) as stream:
+        assert stream.status == 200
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        first = await stream.content.readuntil(b"\n\n")
+        assert first.startswith(b"event: change\n")
+        await stack.say(JUAN_WA, "asesor")
+        second = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 10)
+        assert second.startswith(b"event: change\n") and second != first
+    item = await pool.fetchval("SELECT id FROM escalations")
+    assert item is not None
+    fragment = await ana.get("/staff/?view=all&partial=1")
+    assert f'data-item-id="{item}"' in fragment
