@@ -452,12 +452,14 @@ class Dispatcher:
         return Identity.from_lookup(lookup.found, lookup.client)
 
     async def _apologise(self, claimed: turns.ClaimedMessage) -> None:
-        """A message we could not process even after retries still gets an answer."""
+        """A message we could not process even after retries still gets an answer (and
+        its place in the transcript staff read)."""
         inbound = Inbound.from_inbox(claimed.data)
         if inbound.kind in (InboundKind.SYSTEM, InboundKind.REACTION, InboundKind.REVOKED):
             return
         async with self.pool.acquire() as conn, conn.transaction():
             conv = await _lock_conversation(conn, claimed, inbound)
+            await turns.file_under(conn, claimed.inbox_id, conv.id)
             await turns.queue_replies(
                 conn,
                 conversation_id=conv.id,

@@ -14,12 +14,12 @@ from typing import Any
 
 from flows.alerts import MESSAGE_KEYS
 from flows.catalog import Catalog
-from flows.handover import FOLLOW_UP
+from flows.handover import FOLLOW_UP, HANDED_BACK
 
 # Every template the bot may send: the alerts', a transfer request's expiry (its
-# sender is told days later, outside the 24 h window), and a staff member's follow-up
-# once the window has closed.
-TEMPLATE_KEYS = (*MESSAGE_KEYS, "transfer.expired", FOLLOW_UP)
+# sender is told days later, outside the 24 h window), and, once the window has closed,
+# a staff member's follow-up and the word that a person finished with a conversation.
+TEMPLATE_KEYS = (*MESSAGE_KEYS, "transfer.expired", FOLLOW_UP, HANDED_BACK)
 
 LANGUAGE = "es"
 CATEGORY = "UTILITY"

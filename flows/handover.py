@@ -10,9 +10,10 @@ from flows.alerts import template_from
 from flows.catalog import Catalog
 from flows.hours import BusinessHours
 from flows.matching import fold
-from flows.outbound import Template
+from flows.outbound import Reply, Template, Text
 
 FOLLOW_UP = "handover.follow_up"
+HANDED_BACK = "handover.handed_back"
 
 
 def taken_over(catalog: Catalog, hours: BusinessHours, now: datetime) -> str:
@@ -32,6 +33,15 @@ def is_return_word(catalog: Catalog, text: str) -> bool:
 
 def follow_up(catalog: Catalog, customer_name: str) -> Template:
     return template_from(catalog, FOLLOW_UP, {"name": customer_name})
+
+
+def handed_back(catalog: Catalog, customer_name: str) -> Reply:
+    """A person resolved the conversation: the bot has it again (as a template once the
+    24 h window has closed)."""
+    return Reply(
+        Text(catalog.text(f"{HANDED_BACK}.text")),
+        template=template_from(catalog, HANDED_BACK, {"name": customer_name}),
+    )
 
 
 def schedule(catalog: Catalog, hours: BusinessHours) -> str:

@@ -90,22 +90,6 @@ class Action:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptEntry:
-    """One message of a conversation, either way. Outbound ones carry their delivery
-    state (pending … sent, delivered, read, failed with the error)."""
-
-    direction: Literal["in", "out"]
-    id: int
-    at: datetime
-    message: dict[str, Any]
-    status: str | None = None
-    error_code: int | None = None
-    error_message: str | None = None
-    purpose: str | None = None
-    staff: str | None = None
-
-
 def _item(row: asyncpg.Record) -> Item:
     return Item(**{name: row[name] for name in Item.__slots__})
 
@@ -260,7 +244,7 @@ async def list_items(conn: Conn, view: View, *, staff_id: int, limit: int = 200)
         "resolved": "e.status = 'resolved' AND $1::bigint IS NOT NULL",
     }[view]
     order = (
-        "e.resolved_at DESC"
+        "e.resolved_at DESC NULLS LAST, e.id DESC"
         if view == "resolved"
         else f"{_PRIORITY_ORDER}, e.waiting_since ASC NULLS LAST, e.created_at"
     )
@@ -330,7 +314,7 @@ async def conversation_items(conn: Conn, conversation_id: int, *, resolved: int 
             UNION ALL
             (SELECT {_ITEM_COLUMNS} {_ITEM_FROM}
              WHERE e.conversation_id = $1 AND e.status = 'resolved'
-             ORDER BY e.resolved_at DESC LIMIT $2)
+             ORDER BY e.resolved_at DESC NULLS LAST, e.id DESC LIMIT $2)
         ) AS t
         ORDER BY t.status = 'resolved', t.id
         """,
@@ -353,6 +337,14 @@ async def actions(conn: Conn, item_ids: Sequence[int]) -> list[Action]:
     return [Action(**dict(r)) for r in rows]
 
 
+async def merged_into(conn: Conn, conversation_id: int) -> int | None:
+    """The conversation a merged one lives on in (one person, one conversation)."""
+    survivor: int | None = await conn.fetchval(
+        "SELECT merged_into FROM conversations WHERE id = $1", conversation_id
+    )
+    return survivor
+
+
 async def conversation(conn: Conn, conversation_id: int) -> asyncpg.Record | None:
     """The conversation's row (its customer's ids and name, state, last message)."""
     return await conn.fetchrow(
@@ -362,65 +354,6 @@ async def conversation(conn: Conn, conversation_id: int) -> asyncpg.Record | Non
         """,
         conversation_id,
     )
-
-
-async def transcript(
-    conn: Conn, conversation_id: int, *, limit: int = 500
-) -> list[TranscriptEntry]:
-    """Both sides of a conversation in order, the latest `limit` messages: inbound ones
-    when they reached us (WhatsApp's own timestamps have whole seconds only, and a reply
-    must not show above the message it answers), outbound when queued. The bot's own
-    system messages (outcomes, signals) are not part of it."""
-    rows = await conn.fetch(
-        """
-        SELECT * FROM (
-            SELECT 'in' AS direction, i.id, i.received_at AS at,
-                i.message, NULL AS status, NULL::int AS error_code, NULL AS error_message,
-                NULL AS purpose, NULL AS staff
-            FROM inbox AS i
-            WHERE i.conversation_id = $1 AND i.message ->> 'kind' <> 'system'
-            UNION ALL
-            SELECT 'out', o.id, o.created_at, o.message, o.status, o.error_code,
-                o.error_message, o.purpose, s.username
-            FROM outbox AS o LEFT JOIN staff AS s ON s.id = o.staff_id
-            WHERE o.conversation_id = $1
-            ORDER BY at DESC, direction, id DESC
-            LIMIT $2
-        ) AS t ORDER BY at, direction, id
-        """,
-        conversation_id,
-        limit,
-    )
-    return [
-        TranscriptEntry(
-            direction=r["direction"],
-            id=r["id"],
-            at=r["at"],
-            message=r["message"],
-            status=r["status"],
-            error_code=r["error_code"],
-            error_message=r["error_message"],
-            purpose=r["purpose"],
-            staff=r["staff"],
-        )
-        for r in rows
-    ]
-
-
-async def changes_since(conn: Conn) -> tuple[int, int, int, datetime | None]:
-    """A cheap fingerprint of what the console shows (live updates poll it): the newest
-    inbound and outbound message, the newest action, the latest item or status change."""
-    row = await conn.fetchrow(
-        """
-        SELECT (SELECT coalesce(max(id), 0) FROM inbox) AS inbox,
-               (SELECT coalesce(max(id), 0) FROM escalation_actions) AS actions,
-               (SELECT coalesce(max(id), 0) FROM escalations) AS items,
-               (SELECT max(updated_at) FROM outbox
-                WHERE updated_at > now() - interval '1 day') AS outbox
-        """
-    )
-    assert row is not None
-    return row["inbox"], row["actions"], row["items"], row["outbox"]
 
 
 # -- staff actions ----------------------------------------------------------------------
@@ -441,22 +374,45 @@ async def _record(
     )
 
 
-async def claim(conn: Conn, item_id: int, staff_id: int) -> bool:
-    """Take an unresolved item: it is open and this staff member's."""
-    changed = await conn.fetchval(
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    ok: bool
+    # When not: who has it open (taking it from them is a reassignment, said so).
+    holder: str | None = None
+
+
+async def claim(conn: Conn, item_id: int, staff_id: int) -> Claimed:
+    """Take an unresolved item: it is open and this staff member's. A pending or snoozed
+    item may be taken even when pre-assigned (the account manager may be away); one
+    another member has open is not taken from under them."""
+    row = await conn.fetchrow(
         """
-        UPDATE escalations SET status = 'open', assigned_to = $2, snoozed_until = NULL,
-            updated_at = now()
-        WHERE id = $1 AND status <> 'resolved'
-          AND (status <> 'open' OR assigned_to IS DISTINCT FROM $2)
-        RETURNING id
+        WITH item AS (
+            SELECT e.id, e.status, e.assigned_to, s.username
+            FROM escalations AS e LEFT JOIN staff AS s ON s.id = e.assigned_to
+            WHERE e.id = $1 AND e.status <> 'resolved' FOR UPDATE OF e
+        ), taken AS (
+            UPDATE escalations AS e SET status = 'open', assigned_to = $2,
+                snoozed_until = NULL, updated_at = now()
+            FROM item
+            WHERE e.id = item.id
+              AND (item.status <> 'open' OR item.assigned_to IS NULL)
+            RETURNING e.id
+        )
+        SELECT (SELECT id FROM taken) AS taken, item.assigned_to, item.username, item.status
+        FROM item
         """,
         item_id,
         staff_id,
     )
-    if changed:
-        await _record(conn, [item_id], staff_id, "claimed")
-    return changed is not None
+    if row is None:
+        return Claimed(ok=False)
+    if row["taken"] is None:
+        # Already open: theirs (nothing to do) or another member's.
+        mine = row["assigned_to"] == staff_id
+        return Claimed(ok=mine, holder=None if mine else row["username"])
+    await _record(conn, [item_id], staff_id, "claimed")
+    return Claimed(ok=True)
 
 
 async def assign(conn: Conn, item_id: int, staff_id: int, to_staff_id: int | None) -> bool:
@@ -519,40 +475,48 @@ class Resolved:
     # The conversation goes back to the bot (no other item has a person talking in it).
     handed_back: bool
     recipient: str
-    # Whether WhatsApp's 24 h window is open (a free text reaches the customer).
-    window_open: bool
 
 
 async def resolve(conn: Conn, item_id: int, staff_id: int) -> Resolved | None:
     """Resolve an item. When the conversation was with a person and no other unresolved
     item has one talking in it (a customer's request, or an item staff have replied on),
-    the bot has the conversation again; the caller tells the customer."""
-    row = await conn.fetchrow(
+    the bot has the conversation again; the caller tells the customer.
+
+    The conversation is locked before the item, the order the dispatcher and a staff
+    reply take them in (the other order deadlocks against a customer writing)."""
+    conv = await conn.fetchrow(
         """
-        UPDATE escalations SET status = 'resolved', resolved_at = now(), updated_at = now(),
-            snoozed_until = NULL
-        WHERE id = $1 AND status <> 'resolved'
-        RETURNING conversation_id
+        SELECT c.id, c.flow_state, coalesce(c.wa_id, c.user_id, c.key) AS recipient
+        FROM conversations AS c
+        WHERE c.id = (SELECT conversation_id FROM escalations WHERE id = $1)
+        FOR UPDATE
         """,
         item_id,
     )
-    if row is None:
+    if conv is None:
+        return None
+    resolved = await conn.fetchval(
+        """
+        UPDATE escalations SET status = 'resolved', resolved_at = now(), updated_at = now(),
+            snoozed_until = NULL
+        WHERE id = $1 AND status <> 'resolved' AND conversation_id = $2
+        RETURNING id
+        """,
+        item_id,
+        conv["id"],
+    )
+    if resolved is None:
         return None
     await _record(conn, [item_id], staff_id, "resolved")
-    conv = await conn.fetchrow(
+    still_held = await conn.fetchval(
         """
-        SELECT c.id, c.flow_state, coalesce(c.wa_id, c.user_id, c.key) AS recipient,
-            c.last_inbound_at > now() - interval '24 hours' AS window_open,
-            EXISTS (SELECT 1 FROM escalations AS e WHERE e.conversation_id = c.id
-                    AND e.status <> 'resolved'
-                    AND (e.reason = $2 OR e.first_reply_at IS NOT NULL)) AS still_held
-        FROM conversations AS c WHERE c.id = $1 FOR UPDATE
+        SELECT EXISTS (SELECT 1 FROM escalations WHERE conversation_id = $1
+                       AND status <> 'resolved' AND (reason = $2 OR first_reply_at IS NOT NULL))
         """,
-        row["conversation_id"],
+        conv["id"],
         CUSTOMER_REQUEST,
     )
-    assert conv is not None
-    handed_back = conv["flow_state"] == HANDED_OVER and not conv["still_held"]
+    handed_back = conv["flow_state"] == HANDED_OVER and not still_held
     if handed_back:
         await conn.execute(
             "UPDATE conversations SET flow_state = $2, updated_at = now() WHERE id = $1",
@@ -563,7 +527,6 @@ async def resolve(conn: Conn, item_id: int, staff_id: int) -> Resolved | None:
         conversation_id=conv["id"],
         handed_back=handed_back,
         recipient=conv["recipient"],
-        window_open=bool(conv["window_open"]),
     )
 
 
@@ -611,7 +574,8 @@ async def staff_reply(
 ) -> int:
     """Queue a staff member's message (the sender sends it, exactly once, paced) and let
     the conversation be a person's: the bot is silent in it from now on. The items they
-    replied on are theirs (claimed, if nobody had them), first reply noted, nobody waits."""
+    replied on are theirs unless another member has them open (a pre-assigned item still
+    pending goes to whoever answers); first reply noted, nobody waits."""
     outbox_id: int = await conn.fetchval(
         """
         INSERT INTO outbox (recipient, conversation_id, purpose, message, template, staff_id,
@@ -631,9 +595,8 @@ async def staff_reply(
         UPDATE escalations SET
             first_reply_at = coalesce(first_reply_at, now()),
             waiting_since = NULL,
-            assigned_to = coalesce(assigned_to, $2),
-            status = CASE WHEN status = 'pending' AND coalesce(assigned_to, $2) = $2
-                          THEN 'open' ELSE status END,
+            assigned_to = CASE WHEN status = 'open' THEN coalesce(assigned_to, $2) ELSE $2 END,
+            status = 'open', snoozed_until = NULL,
             updated_at = now()
         WHERE id = ANY($1::bigint[])
         """,

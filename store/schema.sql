@@ -293,6 +293,7 @@ CREATE TABLE escalations (
     CONSTRAINT escalations_priority_check CHECK ((priority = ANY (ARRAY['low'::text, 'normal'::text, 'high'::text, 'urgent'::text]))),
     CONSTRAINT escalations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'open'::text, 'snoozed'::text, 'resolved'::text])))
 );
+CREATE INDEX escalations_changed ON escalations USING btree (updated_at);
 CREATE UNIQUE INDEX escalations_one_open ON escalations USING btree (conversation_id, reason) WHERE ((status <> 'resolved'::text) AND (key IS NULL));
 CREATE INDEX escalations_queue ON escalations USING btree (status, created_at) WHERE (status <> 'resolved'::text);
 CREATE INDEX escalations_unresolved ON escalations USING btree (conversation_id) WHERE (status <> 'resolved'::text);
@@ -796,11 +797,17 @@ BEGIN
     UPDATE inbox SET conversation_id = survivor WHERE conversation_id = loser;
     UPDATE commands SET conversation_id = survivor WHERE conversation_id = loser;
     -- One open task per reason: the survivor's stands for both.
-    UPDATE escalations AS e SET status = 'resolved', updated_at = now(),
-        detail = e.detail || jsonb_build_object('merged_into_conversation', survivor)
-    WHERE e.conversation_id = loser AND e.key IS NULL AND e.status <> 'resolved'
-      AND EXISTS (SELECT 1 FROM escalations AS o WHERE o.conversation_id = survivor
-                  AND o.reason = e.reason AND o.key IS NULL AND o.status <> 'resolved');
+    WITH merged AS (
+        UPDATE escalations AS e SET status = 'resolved', updated_at = now(),
+            resolved_at = now(),
+            detail = e.detail || jsonb_build_object('merged_into_conversation', survivor)
+        WHERE e.conversation_id = loser AND e.key IS NULL AND e.status <> 'resolved'
+          AND EXISTS (SELECT 1 FROM escalations AS o WHERE o.conversation_id = survivor
+                      AND o.reason = e.reason AND o.key IS NULL AND o.status <> 'resolved')
+        RETURNING e.id
+    )
+    INSERT INTO escalation_actions (escalation_id, action, detail)
+    SELECT id, 'merged', jsonb_build_object('into_conversation', survivor) FROM merged;
     UPDATE escalations SET conversation_id = survivor WHERE conversation_id = loser;
 END
 $function$;

@@ -231,6 +231,14 @@ async def record_failure(
     return attempts is not None and attempts >= max_attempts
 
 
+async def file_under(conn: Conn, inbox_id: int, conversation_id: int) -> None:
+    """Put a message that failed for good in its conversation's transcript (a handled
+    one is put there when its turn is saved)."""
+    await conn.execute(
+        "UPDATE inbox SET conversation_id = $2 WHERE id = $1", inbox_id, conversation_id
+    )
+
+
 async def current_prompts(db: Conn | asyncpg.Pool, taps: list[tuple[int, str]]) -> dict[int, str]:
     """For each (conversation, wamid the tap quotes): the wamid of the last interactive
     message queued for that conversation; conversations never sent one are absent.

@@ -24,6 +24,7 @@ from bot.fakes.payloads import InboundItem
 from bot.serving import serve
 
 PHONE_ID = "109876543210"
+ALWAYS_OPEN = "mon-sun 00:00-24:00"
 TOKEN = "test-token"
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
@@ -73,6 +74,9 @@ def make_settings(
         recipient_interval_seconds=0.5,
         send_timeout_seconds=5.0,
         log_json=False,
+        # People always at work: what a hand-over says must not depend on when the suite
+        # runs (tests/test_handover.py sets its own hours and clock).
+        business_hours_text=ALWAYS_OPEN,
     )
     return replace(settings, **changes)
 

@@ -17,7 +17,7 @@ from typing import IO
 
 import aiohttp
 
-from tests.harness import APP_SECRET, PHONE_ID, TOKEN, VERIFY_TOKEN
+from tests.harness import ALWAYS_OPEN, APP_SECRET, PHONE_ID, TOKEN, VERIFY_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +44,7 @@ def server_env(database_url: str, api_url: str, port: int, **extra: str) -> dict
         RECIPIENT_BURST="100",
         RECIPIENT_INTERVAL_SECONDS="0.05",
         LOG_LEVEL="WARNING",
+        BUSINESS_HOURS=ALWAYS_OPEN,
     )
     env.update(extra)
     return env

@@ -134,7 +134,7 @@ async def test_staff_take_a_request_answer_once_and_give_it_back(
         await work.get_by_role("button", name="Resolver").click()
         await expect(page.locator("#reply")).to_contain_text("No hay ningún pedido abierto")
         [*_, told] = await stack.replies(3, to=JUAN_WA)
-        assert text_of(told) == CATALOG.text("handover.handed_back")
+        assert text_of(told) == CATALOG.text("handover.handed_back.text")
 
         await stack.say(JUAN_WA, "hola", name="Juan")
         [*_, menu] = await stack.replies(4, to=JUAN_WA)

@@ -410,7 +410,7 @@ async def test_resolving_hands_the_conversation_back_to_the_bot(
     status, where, _ = await ana.post(f"/staff/items/{item['id']}/resolve", follow=False)
     assert (status, where) == (303, conversation)
     [*_, told] = await stack.replies(3, to=JUAN_WA)
-    assert text_of(told) == CATALOG.text("handover.handed_back")
+    assert text_of(told) == CATALOG.text("handover.handed_back.text")
     row = await pool.fetchrow(
         "SELECT purpose, staff_id FROM outbox WHERE id = (SELECT max(id) FROM outbox)"
     )

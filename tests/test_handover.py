@@ -28,7 +28,7 @@ from flows.runtime import (
     Inbound,
     InboundKind,
 )
-from store import queue
+from store import queue, transcript
 from tests.billing_fixture import JUAN_WA, SHARED_WA
 from tests.harness import Stack, text_of
 from tests.test_flows_menu import JUAN, FakeAlerts, FakeBilling
@@ -96,10 +96,10 @@ async def test_while_a_person_has_it_twenty_messages_get_no_reply_and_all_are_in
         assert len([m for m in stack.fake.sent if m.to == JUAN_WA]) == 1
 
         async with pool.acquire() as conn:
-            transcript = await queue.transcript(conn, conversation_id)
-        inbound = [e.message.get("text") for e in transcript if e.direction == "in"]
+            said = await transcript.transcript(conn, conversation_id)
+        inbound = [e.message.get("text") for e in said if e.direction == "in"]
         assert inbound == ["asesor", *texts]
-        assert [e.direction for e in transcript][:2] == ["in", "out"]
+        assert [e.direction for e in said][:2] == ["in", "out"]
 
         # The exact word takes it back: the bot answers, and staff see the customer left.
         await stack.say(JUAN_WA, "Menú")
@@ -253,8 +253,8 @@ async def test_the_transcript_survives_a_number_change(
         r["id"] for r in await pool.fetch("SELECT id FROM conversations WHERE merged_into IS NULL")
     ]
     async with pool.acquire() as conn:
-        transcript = await queue.transcript(conn, conversation_id)
-    said = [(e.direction, e.message.get("text")) for e in transcript if e.direction == "in"]
+        entries = await transcript.transcript(conn, conversation_id)
+    said = [(e.direction, e.message.get("text")) for e in entries if e.direction == "in"]
     assert said == [("in", "hola"), ("in", "asesor")]
     recipients = [
         r["recipient"] for r in await pool.fetch("SELECT recipient FROM outbox ORDER BY id")

@@ -64,8 +64,8 @@ def test_export_gives_every_alert_template_as_the_catalog_has_them(
     found = json.loads(printed.stdout)
 
     # The 11 event types', an upgrade's invoice paid and voided, a transfer expired, a
-    # staff follow-up after the 24 h window.
-    assert len(found) == len(TEMPLATE_KEYS) == 15
+    # staff follow-up and a person's hand-back after the 24 h window.
+    assert len(found) == len(TEMPLATE_KEYS) == 16
     for base, definition in zip(TEMPLATE_KEYS, found, strict=True):
         assert problems(definition) == [], definition["name"]
         assert definition["name"] == raw(f"{base}.template")

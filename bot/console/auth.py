@@ -19,9 +19,11 @@ from functools import cache
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from aiohttp.web_request import FileField
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, TimestampSigner
+from multidict import MultiDictProxy
 
 from bot.webhook import POOL, SETTINGS
 from store import staff
@@ -231,9 +233,22 @@ def _in_console(path: str) -> bool:
 async def _sent_csrf_token(request: web.Request) -> str:
     sent = request.headers.get(CSRF_HEADER)
     if sent is None:
-        value = (await request.post()).get(CSRF_FIELD)
+        value = (await _form(request)).get(CSRF_FIELD)
         sent = value if isinstance(value, str) else ""
     return sent
+
+
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The POSTed form, read once (aiohttp keeps it for the handler). A body that is not
+    text, or text with NUL characters (PostgreSQL's text refuses them), is a 400 here
+    rather than an error deep in a handler."""
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, ValueError) as e:
+        raise web.HTTPBadRequest(text="Formulario ilegible.") from e
+    if any(isinstance(v, str) and "\x00" in v for v in form.values()):
+        raise web.HTTPBadRequest(text="El formulario tiene caracteres no válidos.")
+    return form
 
 
 @web.middleware
@@ -244,6 +259,8 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
     path = request.path
     if not _in_console(path) or path.startswith(STATIC_PREFIX):
         return await handler(request)
+    if "\x00" in path:
+        raise web.HTTPBadRequest(text="Dirección no válida.")
     cookie = request.cookies.get(SESSION_COOKIE)
     session_id = request.app[CONSOLE_KEYS].session_id(cookie) if cookie else None
     if session_id is not None:
@@ -259,6 +276,7 @@ async def console_guard(request: web.Request, handler: Handler) -> web.StreamRes
             raise web.HTTPSeeOther(f"{LOGIN_PATH}?next={quote(request.path_qs, safe='')}")
         raise web.HTTPUnauthorized(text="Sesión requerida.")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
+        await _form(request)
         sent = await _sent_csrf_token(request)
         if is_login:
             ok = request.app[CONSOLE_KEYS].login_token_matches(

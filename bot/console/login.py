@@ -68,18 +68,24 @@ async def login(request: web.Request) -> web.Response:
         account = await staff.login_account(conn, username) if username else None
     stored = account.password_hash if account is not None and account.active else dummy_hash()
     check = await check_password(stored, password)
+    attempts = settings.staff_lockout_attempts
+    lock_for = timedelta(minutes=settings.staff_lockout_minutes)
     if account is None or not account.active or account.locked:
         # Not the typed name when it is nobody's: people type passwords there too.
         why = "unknown username" if account is None else f"{account.username!r} disabled or locked"
         log.info("staff login refused: %s", why)
+        # The same round trip a wrong password costs (it changes nothing here: a locked
+        # account's count is not moved, id 0 is nobody), so the answer's timing does not
+        # tell which usernames exist.
+        async with pool.acquire() as conn:
+            await staff.record_failed_login(
+                conn, account.id if account else 0, attempts=attempts, lock_for=lock_for
+            )
         return _form(request, next_url=next_url, error=REFUSED, status=401)
     async with pool.acquire() as conn:
         if not check.ok:
             locked = await staff.record_failed_login(
-                conn,
-                account.id,
-                attempts=settings.staff_lockout_attempts,
-                lock_for=timedelta(minutes=settings.staff_lockout_minutes),
+                conn, account.id, attempts=attempts, lock_for=lock_for
             )
             if locked:
                 log.warning("staff account %r locked after wrong passwords", account.username)

@@ -37,11 +37,11 @@ from bot.listener import OUTBOX
 from bot.webhook import BILLING, POOL, SETTINGS, SIGNALS
 from flows.billing import BillingError
 from flows.catalog import default_catalog
-from flows.handover import FOLLOW_UP, follow_up
+from flows.handover import FOLLOW_UP, follow_up, handed_back
 from flows.menu import HANDED_OVER
 from flows.outbound import TEXT_MAX, MessageLimitError, Text, check_limits, from_json, preview
 from flows.outbound import to_json as message_json
-from store import queue, staff, turns
+from store import queue, staff, transcript, turns
 from store.db import Conn
 from store.staff import StaffMember
 
@@ -215,8 +215,12 @@ async def _conversation(
     async with request.app[POOL].acquire() as conn:
         conv = await queue.conversation(conn, conversation_id)
         if conv is None:
+            survivor = await queue.merged_into(conn, conversation_id)
+            if survivor is not None and not partial:
+                # The same person's conversations were joined: an old link still works.
+                raise web.HTTPSeeOther(f"/staff/conversations/{survivor}")
             raise Problem(404, "No existe esa conversación.")
-        entries = await queue.transcript(conn, conversation_id)
+        entries = await transcript.transcript(conn, conversation_id)
         work = await _work(conn, conv, entries)
     lines = [] if partial else [_line(e) for e in entries]
     context: dict[str, Any] = {
@@ -243,7 +247,9 @@ def _follow_up_text() -> str:
     return str(body).replace("{{1}}", "[nombre]")
 
 
-async def _work(conn: Conn, conv: asyncpg.Record, transcript: list[queue.TranscriptEntry]) -> Work:
+async def _work(
+    conn: Conn, conv: asyncpg.Record, entries: list[transcript.TranscriptEntry]
+) -> Work:
     items = await queue.conversation_items(conn, conv["id"])
     actions: dict[int, list[queue.Action]] = {i.id: [] for i in items}
     for action in await queue.actions(conn, [i.id for i in items]):
@@ -274,7 +280,7 @@ async def _work(conn: Conn, conv: asyncpg.Record, transcript: list[queue.Transcr
         handed_over=conv["flow_state"] == HANDED_OVER,
         returned_to_bot=returned > last_reply,
         # The newest outbound message drawn: a form sent again after it is a repeat.
-        reply_after=max((e.id for e in transcript if e.direction == "out"), default=0),
+        reply_after=max((e.id for e in entries if e.direction == "out"), default=0),
     )
 
 
@@ -284,13 +290,13 @@ async def transcript_fragment(request: web.Request) -> web.StreamResponse:
     async with request.app[POOL].acquire() as conn:
         if await queue.conversation(conn, conversation_id) is None:
             raise Problem(404, "No existe esa conversación.")
-        lines = [_line(e) for e in await queue.transcript(conn, conversation_id)]
+        lines = [_line(e) for e in await transcript.transcript(conn, conversation_id)]
     return aiohttp_jinja2.render_template(
         "transcript.html", request, {"lines": lines, "fmt": _format(request)}
     )
 
 
-def _line(entry: queue.TranscriptEntry) -> Line:
+def _line(entry: transcript.TranscriptEntry) -> Line:
     message = entry.message if isinstance(entry.message, Mapping) else {}
     if entry.direction == "in":
         return Line(entry.id, "in", entry.at, inbound_text(message), "Cliente")
@@ -383,7 +389,7 @@ async def reply(request: web.Request) -> web.StreamResponse:
     message: dict[str, Any]
     template: dict[str, Any] | None = None
     if as_template:
-        name = await _first_name(request, conv)
+        name = await _first_name(request, conv["client_id"], conv["profile_name"])
         message = template = message_json(follow_up(default_catalog(), name))
     else:
         problem = _text_problem(text)
@@ -439,21 +445,21 @@ def _text_problem(text: str) -> str:
     return ""
 
 
-async def _first_name(request: web.Request, conv: asyncpg.Record) -> str:
+async def _first_name(request: web.Request, client_id: str | None, profile_name: str | None) -> str:
     """How the follow-up template greets the customer: their first name in billing, else
     their WhatsApp profile name, else "cliente" (a template parameter is never empty)."""
     name = ""
-    if conv["client_id"]:
+    if client_id:
         try:
             async with asyncio.timeout(BILLING_SECONDS):
-                client = await request.app[BILLING].get_client(conv["client_id"])
+                client = await request.app[BILLING].get_client(client_id)
         except BILLING_FAILURES as e:
-            log.warning("console: billing name of %s unavailable: %r", conv["client_id"], e)
+            log.warning("console: billing name of %s unavailable: %r", client_id, e)
             client = None
         if client is not None and client.name.split():
             name = client.name.split()[0]
     if not name:
-        name = conv["profile_name"] or ""
+        name = profile_name or ""
     # Template parameters may not hold newlines, tabs or runs of spaces.
     return " ".join(name.split())[:TEMPLATE_NAME_MAX] or "cliente"
 
@@ -475,7 +481,7 @@ async def _already_sent(
         and e.purpose == "staff"
         and e.staff == member.username
         and e.message == message
-        for e in await queue.transcript(conn, conversation_id, limit=50)
+        for e in await transcript.transcript(conn, conversation_id, limit=50)
     )
 
 
@@ -499,17 +505,29 @@ async def item_action(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     fmt = _format(request)
     told = False
+    name = ""
+    if action == "resolve":
+        # How the customer is greeted if the window has closed: asked of billing before
+        # the conversation is locked, not while it is.
+        async with request.app[POOL].acquire() as conn:
+            seen = await queue.get_item(conn, item_id)
+        if seen is not None:
+            name = await _first_name(request, seen.client_id, seen.profile_name)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         item = await queue.get_item(conn, item_id)
         if item is None:
             raise Problem(404, "No existe ese pedido.")
         back = _back(form.get("next"), f"/staff/conversations/{item.conversation_id}")
         if action == "resolve":
-            told = await _resolve(conn, item_id, member)
+            told = await _resolve(conn, item_id, member, name)
         elif item.status == "resolved":
             raise Problem(409, "Ese pedido ya está resuelto.")
         elif action == "claim":
-            await queue.claim(conn, item_id, member.id)
+            claimed = await queue.claim(conn, item_id, member.id)
+            if not claimed.ok:
+                raise Problem(
+                    409, f"Lo tiene abierto {claimed.holder}: para quitárselo, use «Reasignar»."
+                )
         elif action == "assign":
             to = _optional_int(form.get("staff_id"), "staff_id")
             if not await queue.assign(conn, item_id, member.id, to):
@@ -527,19 +545,25 @@ async def item_action(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(back)
 
 
-async def _resolve(conn: Conn, item_id: int, member: StaffMember) -> bool:
-    """Resolve; when that gives the conversation back to the bot, tell the customer (if
-    a free text still reaches them). True when a message was queued."""
+async def _resolve(conn: Conn, item_id: int, member: StaffMember, name: str) -> bool:
+    """Resolve; when that gives the conversation back to the bot, tell the customer (a
+    template, greeting them by `name`, once the 24 h window has closed). True when a
+    message was queued."""
     resolved = await queue.resolve(conn, item_id, member.id)
-    if resolved is None or not resolved.handed_back or not resolved.window_open:
+    if resolved is None or not resolved.handed_back:
         return False
-    text = default_catalog().text("handover.handed_back")
+    told = handed_back(default_catalog(), name)
     await turns.queue_replies(
         conn,
         conversation_id=resolved.conversation_id,
         inbox_id=None,
         recipient=resolved.recipient,
-        replies=[turns.OutgoingRow(message=message_json(Text(text)), template=None)],
+        replies=[
+            turns.OutgoingRow(
+                message=message_json(told.message),
+                template=message_json(told.template) if told.template else None,
+            )
+        ],
         purpose="staff",
     )
     return True

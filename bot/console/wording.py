@@ -151,6 +151,9 @@ class Format:
                 return "terminó la pausa: vuelve a la cola"
             case "customer_returned_to_bot":
                 return "el cliente escribió menu y volvió al bot"
+            case "merged":
+                into = detail.get("into_conversation")
+                return f"se unió a la conversación {into} (la misma persona), que sigue el pedido"
         return action.action
 
 

@@ -56,6 +56,8 @@ UPDATE escalations SET resolved_at = updated_at WHERE status = 'resolved';
 ALTER TABLE escalations ALTER COLUMN waiting_since SET DEFAULT now();
 CREATE INDEX escalations_unresolved ON escalations (conversation_id) WHERE status <> 'resolved';
 CREATE INDEX escalations_queue ON escalations (status, created_at) WHERE status <> 'resolved';
+-- The console's live updates read the latest change (store/transcript.py).
+CREATE INDEX escalations_changed ON escalations (updated_at);
 
 -- Who did what to an item, when (staff_id NULL: the customer or the bot).
 CREATE TABLE escalation_actions (
@@ -117,15 +119,17 @@ BEGIN
     UPDATE inbox SET conversation_id = survivor WHERE conversation_id = loser;
     UPDATE commands SET conversation_id = survivor WHERE conversation_id = loser;
     -- One open task per reason: the survivor's stands for both.
-    UPDATE escalations AS e SET status = 'resolved', updated_at = now(),
-        detail = e.detail || jsonb_build_object('merged_into_conversation', survivor)
-    WHERE e.conversation_id = loser AND e.key IS NULL AND e.status <> 'resolved'
-      AND EXISTS (SELECT 1 FROM escalations AS o WHERE o.conversation_id = survivor
-                  AND o.reason = e.reason AND o.key IS NULL AND o.status <> 'resolved');
+    WITH merged AS (
+        UPDATE escalations AS e SET status = 'resolved', updated_at = now(),
+            resolved_at = now(),
+            detail = e.detail || jsonb_build_object('merged_into_conversation', survivor)
+        WHERE e.conversation_id = loser AND e.key IS NULL AND e.status <> 'resolved'
+          AND EXISTS (SELECT 1 FROM escalations AS o WHERE o.conversation_id = survivor
+                      AND o.reason = e.reason AND o.key IS NULL AND o.status <> 'resolved')
+        RETURNING e.id
+    )
+    INSERT INTO escalation_actions (escalation_id, action, detail)
+    SELECT id, 'merged', jsonb_build_object('into_conversation', survivor) FROM merged;
     UPDATE escalations SET conversation_id = survivor WHERE conversation_id = loser;
 END
 $fn$;
-
--- Point `alias` at a conversation. A BSUID is one person: a conversation it already
--- has (by alias, or as its user id: it spoke before its change was announced) is merged
--- into this one, which keeps its state (the turn announcing the change saves it).

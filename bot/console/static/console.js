@@ -81,7 +81,9 @@
     if (!parts.length || !window.EventSource) {
       return;
     }
-    var source = new EventSource("/staff/live");
+    // A conversation page also follows its own messages (data-live-stream names them).
+    var stream = document.querySelector("[data-live-stream]");
+    var source = new EventSource(stream ? stream.getAttribute("data-live-stream") : "/staff/live");
     source.addEventListener("change", function () {
       liveParts().forEach(refresh);
     });
