@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -20,6 +21,10 @@ from store import db
 from store.billing_local import LocalBilling
 from store.migrate import migrate
 from tests.billing_fixture import BILLING
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -131,3 +136,18 @@ async def whmcs_db(pool: asyncpg.Pool) -> asyncpg.Pool:
 
     await whmcs_index.forget_everything(pool)
     return pool
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium (tests/browser.py; the modules using it skip without it)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

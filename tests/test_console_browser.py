@@ -5,8 +5,6 @@ the answer once and the bot back afterwards. No CSP violation on the way."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -15,43 +13,18 @@ from bot.console.auth import hash_password
 from flows.catalog import default_catalog
 from store import staff
 from tests.billing_fixture import JUAN_WA
+from tests.browser import require_chromium
 from tests.harness import Stack, text_of
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CATALOG = default_catalog()
 PASSWORD = "una clave bastante larga"
 WAIT_MS = 15_000
 
 pytestmark = pytest.mark.timeout(90)
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} not found: install Debian's chromium package (scripts/ensure-chromium)"
-        " to run the console's browser test",
-        allow_module_level=True,
-    )
+require_chromium("the console's browser test")
 
-from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect  # noqa: E402
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+from playwright.async_api import Browser, ConsoleMessage, expect  # noqa: E402
 
 
 def console_error(message: ConsoleMessage) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -12,30 +11,18 @@ from bot.config import Settings
 from bot.sandbox import UNKNOWN_WA_ID, Sandbox
 from flows.catalog import default_catalog
 from store import db
+from tests.browser import require_chromium
 from tests.conftest import create_database, drop_database, dsn_for, reset
 from tests.procs import sandbox_command, sandbox_env
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-gpu",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CATALOG = default_catalog()
 REPLY_TIMEOUT_MS = 15_000
 
 pytestmark = pytest.mark.timeout(120)
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        f"{CHROMIUM} not found: install Debian's chromium package to run the browser tests",
-        allow_module_level=True,
-    )
+require_chromium("the sandbox's browser tests")
 
-from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Browser, Page, expect  # noqa: E402
 
 
 @pytest.fixture
@@ -47,18 +34,6 @@ async def sandbox(database_url: str) -> AsyncIterator[Sandbox]:
         await pool.close()
     async with Sandbox(Settings(database_url=database_url, log_json=False), port=0) as running:
         yield running
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def open_page(browser: Browser, url: str, errors: list[str]) -> Page:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from flows.account import local_amount
 from store import queue
 
 REASONS = {
@@ -59,6 +60,7 @@ DETAIL_NAMES = {
     "to_client_id": "Cliente que recibe",
     "typed": "Escribió",
     "request": "Pedido",
+    "state": "Paso del bot",
 }
 # Actions without a staff member: the customer's, or the service's own.
 CUSTOMER_ACTIONS = ("woken_by_customer", "customer_returned_to_bot")
@@ -113,7 +115,8 @@ class Format:
         return SERVICE_STATUS_NAMES.get(status, status)
 
     def money(self, amount: Decimal) -> str:
-        return f"{amount:.2f} $"
+        """As customers read it (`$ 1.234,50`)."""
+        return f"$ {local_amount(amount)}"
 
     def detail(self, detail: Mapping[str, Any]) -> list[tuple[str, str]]:
         """An item's data as (label, value) pairs, the summary first; values as text
