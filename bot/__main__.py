@@ -240,7 +240,11 @@ async def _staff_in_database(
         async with pool.acquire() as conn:
             if args.staff_command == "add":
                 try:
-                    await staff.add_staff(conn, args.username, args.role, password_hash)
+                    async with conn.transaction():
+                        await staff.add_staff(conn, args.username, args.role, password_hash)
+                        await staff.record_change(
+                            conn, None, "staff_added", args.username, role=args.role
+                        )
                 except staff.UsernameTaken:
                     print(f"staff add: {args.username!r} exists already", file=sys.stderr)
                     return 1
@@ -252,7 +256,12 @@ async def _staff_in_database(
                     print(f"{m.username}\t{m.role}\t{active}\tlocked until {locked}")
             else:
                 active = args.staff_command == "enable"
-                if not await staff.set_active(conn, args.username, active):
+                async with conn.transaction():
+                    found = await staff.set_active(conn, args.username, active)
+                    if found:
+                        action = "staff_enabled" if active else "staff_disabled"
+                        await staff.record_change(conn, None, action, args.username)
+                if not found:
                     print(
                         f"staff {args.staff_command}: no member {args.username!r}", file=sys.stderr
                     )

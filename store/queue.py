@@ -384,35 +384,36 @@ class Claimed:
 async def claim(conn: Conn, item_id: int, staff_id: int) -> Claimed:
     """Take an unresolved item: it is open and this staff member's. A pending or snoozed
     item may be taken even when pre-assigned (the account manager may be away); one
-    another member has open is not taken from under them."""
-    row = await conn.fetchrow(
+    another member has open is not taken from under them. Not ok and no holder: it is
+    resolved (or gone)."""
+    taken = await conn.fetchval(
         """
-        WITH item AS (
-            SELECT e.id, e.status, e.assigned_to, s.username
-            FROM escalations AS e LEFT JOIN staff AS s ON s.id = e.assigned_to
-            WHERE e.id = $1 AND e.status <> 'resolved' FOR UPDATE OF e
-        ), taken AS (
-            UPDATE escalations AS e SET status = 'open', assigned_to = $2,
-                snoozed_until = NULL, updated_at = now()
-            FROM item
-            WHERE e.id = item.id
-              AND (item.status <> 'open' OR item.assigned_to IS NULL)
-            RETURNING e.id
-        )
-        SELECT (SELECT id FROM taken) AS taken, item.assigned_to, item.username, item.status
-        FROM item
+        UPDATE escalations SET status = 'open', assigned_to = $2, snoozed_until = NULL,
+            updated_at = now()
+        WHERE id = $1
+          AND (status IN ('pending', 'snoozed') OR (status = 'open' AND assigned_to IS NULL))
+        RETURNING id
         """,
         item_id,
         staff_id,
     )
-    if row is None:
+    if taken is not None:
+        await _record(conn, [item_id], staff_id, "claimed")
+        return Claimed(ok=True)
+    # Read afresh (a claim that waited for another's commit sees it now, holder and all).
+    now = await conn.fetchrow(
+        """
+        SELECT e.status, e.assigned_to, s.username
+        FROM escalations AS e LEFT JOIN staff AS s ON s.id = e.assigned_to
+        WHERE e.id = $1
+        """,
+        item_id,
+    )
+    if now is None or now["status"] == "resolved":
         return Claimed(ok=False)
-    if row["taken"] is None:
-        # Already open: theirs (nothing to do) or another member's.
-        mine = row["assigned_to"] == staff_id
-        return Claimed(ok=mine, holder=None if mine else row["username"])
-    await _record(conn, [item_id], staff_id, "claimed")
-    return Claimed(ok=True)
+    if now["assigned_to"] == staff_id:
+        return Claimed(ok=True)  # theirs already: nothing to record
+    return Claimed(ok=False, holder=now["username"])
 
 
 async def assign(conn: Conn, item_id: int, staff_id: int, to_staff_id: int | None) -> bool:

@@ -433,6 +433,17 @@ CREATE TABLE staff (
 );
 CREATE UNIQUE INDEX staff_username ON staff USING btree (lower(username));
 
+CREATE TABLE staff_audit (
+    id bigint NOT NULL DEFAULT nextval('staff_audit_id_seq'::regclass),
+    actor_id bigint,
+    action text NOT NULL,
+    subject text NOT NULL,
+    detail jsonb NOT NULL DEFAULT '{}'::jsonb,
+    at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT staff_audit_actor_id_fkey FOREIGN KEY (actor_id) REFERENCES staff(id),
+    CONSTRAINT staff_audit_pkey PRIMARY KEY (id)
+);
+
 CREATE TABLE staff_sessions (
     id text NOT NULL,
     staff_id bigint NOT NULL,

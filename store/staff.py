@@ -1,4 +1,5 @@
-"""The staff console's accounts, sessions and canned replies (migrations 018 and 019).
+"""The staff console's accounts, sessions and canned replies, and the record of changes
+to them (migrations 018, 019, 020).
 
 A session is a row, not just a signed cookie: logout and disabling an account end it at
 once, and every request checks the row (active member, not revoked, not expired). A
@@ -9,8 +10,10 @@ concurrent attempt still holds."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -298,3 +301,47 @@ async def save_canned_reply(conn: Conn, code: str, body: str, staff_id: int) -> 
 async def delete_canned_reply(conn: Conn, code: str) -> bool:
     result = await conn.execute("DELETE FROM canned_replies WHERE code = $1", code)
     return result != "DELETE 0"
+
+
+# -- the record of changes to the team and the canned replies --------------------------
+
+TEAM_CHANGES = ("staff_added", "staff_disabled", "staff_enabled", "role_changed")
+CANNED_CHANGES = ("canned_saved", "canned_deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    actor: str | None  # None: the command line
+    action: str
+    subject: str
+    detail: dict[str, Any]
+    at: datetime
+
+
+async def record_change(
+    conn: Conn, actor_id: int | None, action: str, subject: str, **detail: str
+) -> None:
+    """Write down a change to the team or the canned replies (in the change's own
+    transaction, so there is never one without the other)."""
+    await conn.execute(
+        "INSERT INTO staff_audit (actor_id, action, subject, detail) VALUES ($1, $2, $3, $4)",
+        actor_id,
+        action,
+        subject,
+        detail,
+    )
+
+
+async def changes(conn: Conn, actions: Sequence[str], *, limit: int = 50) -> list[Change]:
+    """The latest changes of these kinds, newest first."""
+    rows = await conn.fetch(
+        """
+        SELECT s.username AS actor, a.action, a.subject, a.detail, a.at
+        FROM staff_audit AS a LEFT JOIN staff AS s ON s.id = a.actor_id
+        WHERE a.action = ANY($1::text[])
+        ORDER BY a.id DESC LIMIT $2
+        """,
+        list(actions),
+        limit,
+    )
+    return [Change(**dict(r)) for r in rows]

@@ -8,17 +8,22 @@ import asyncio
 import html
 import re
 from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
+from bot.console import live
 from bot.console.auth import hash_password
 from bot.webhook import BILLING
-from flows.billing import BillingUnavailable
+from flows.billing import BillingUnavailable, Domain, Invoice, Service
 from flows.catalog import default_catalog
+from flows.menu import HANDED_OVER
 from store import staff
+from tests.billing_fixture import BILLING as BILLING_DATA
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
 from tests.harness import Stack, text_of
 
@@ -363,7 +368,7 @@ async def test_the_account_summary_is_the_customers_own(
         "suspendido",
         "01/06/2026",  # the unpaid invoice's due date
         "Factura i2",
-        "5.00 $",
+        "$ 5,00",  # as customers read amounts (Argentina's separators)
         "renovación automática sí",
     ):
         assert shown in account, shown
@@ -509,20 +514,198 @@ async def test_bad_input_is_refused_with_a_page_never_a_500(
         assert r.status == 403
 
 
-async def test_live_updates_announce_a_change(
-    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+async def next_block(stream: aiohttp.ClientResponse, deadline: float) -> bytes:
+    """The stream's next server-sent block (an event or a comment) before `deadline`
+    (loop time); TimeoutError if none comes, IncompleteReadError if the stream ends."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    block = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), max(remaining, 0.01))
+    if not block.endswith(b"\n\n"):
+        raise asyncio.IncompleteReadError(block, None)
+    return block
+
+
+async def next_change(stream: aiohttp.ClientResponse, timeout: float = 10.0) -> bytes:
+    """The next `change` event, comments (keepalives) skipped."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        block = await next_block(stream, deadline)
+        if block.startswith(b"event: change\n"):
+            return block
+
+
+async def next_keepalive(stream: aiohttp.ClientResponse, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (await next_block(stream, deadline)).startswith(b": keepalive"):
+        pass
+
+
+async def test_live_updates_announce_a_change_and_end_with_the_session(
+    stack: Stack,
+    pool: asyncpg.Pool,
+    members: dict[str, int],
+    clients: list[StaffClient],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The session is checked every KEEPALIVE_SECONDS (15 s in service): shortened here,
+    # in the service running in this process.
+    monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 0.3)
+    monkeypatch.setattr(live, "POLL_SECONDS", 0.1)
     ana = await logged_in(stack, clients, "ana")
-    timeout = aiohttp.ClientTimeout(total=20)
-    async with ana.session.get(f"{stack.url}/staff/live", timeout=timeout) as stream:
+    beto = await logged_in(stack, clients, "beto")
+    for bad in ("abc", "-1", "1.5", "\uff11\uff12", "9" * 19):
+        async with ana.session.get(
+            f"{stack.url}/staff/live", params={"conversation": bad}, allow_redirects=False
+        ) as r:
+            assert r.status == 400, (bad, r.status)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with (
+        ana.session.get(f"{stack.url}/staff/live", timeout=timeout) as stream,
+        beto.session.get(f"{stack.url}/staff/live", timeout=timeout) as other,
+    ):
         assert stream.status == 200
         assert stream.headers["Content-Type"].startswith("text/event-stream")
-        first = await stream.content.readuntil(b"\n\n")
-        assert first.startswith(b"event: change\n")
+        first = await next_change(stream)
+        await next_change(other)
         await stack.say(JUAN_WA, "asesor")
-        second = await asyncio.wait_for(stream.content.readuntil(b"\n\n"), 10)
-        assert second.startswith(b"event: change\n") and second != first
-    item = await pool.fetchval("SELECT id FROM escalations")
-    assert item is not None
-    fragment = await ana.get("/staff/?view=all&partial=1")
-    assert f'data-item-id="{item}"' in fragment
+        second = await next_change(stream)
+        assert second != first
+        item = await pool.fetchval("SELECT id FROM escalations")
+        assert item is not None
+        fragment = await ana.get("/staff/?view=all&partial=1")
+        assert f'data-item-id="{item}"' in fragment
+
+        # A keepalive: a session check has passed and the stream goes on while the
+        # session lives.
+        await next_keepalive(stream)
+        assert not stream.content.at_eof()
+        status, where, _ = await ana.post("/staff/logout", follow=False)
+        assert (status, where) == (303, "/staff/login")
+        # Ana's stream ends (read to its end, within a deadline)...
+        await asyncio.wait_for(stream.content.read(), 10)
+        assert stream.content.at_eof()
+        # ... Beto's, whose session lives, goes on: a block sent after hers ended.
+        other.content.read_nowait()
+        block = await next_block(other, asyncio.get_running_loop().time() + 10)
+        assert block.startswith((b": keepalive", b"event: change"))
+        assert not other.content.at_eof()
+
+
+def others_records(client_id: str) -> list[str]:
+    """What of BILLING belongs to clients other than `client_id`: names, emails, service
+    labels, invoice ids, domains."""
+    others = {c["id"] for c in BILLING_DATA["clients"]} - {client_id}
+    return (
+        [c[k] for c in BILLING_DATA["clients"] if c["id"] in others for k in ("name", "email")]
+        + [s["label"] for s in BILLING_DATA["services"] if s["client"] in others]
+        + [f"Factura {i['id']}" for i in BILLING_DATA["invoices"] if i["client"] in others]
+        + [d["name"] for d in BILLING_DATA["domains"] if d["client"] in others]
+    )
+
+
+async def test_the_account_summary_never_shows_another_clients_records(
+    stack: Stack,
+    pool: asyncpg.Pool,
+    members: dict[str, int],
+    clients: list[StaffClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    juan_id = next(c["id"] for c in BILLING_DATA["clients"] if c["name"] == "Juan Perez")
+    juan = next(c for c in BILLING_DATA["clients"] if c["id"] == juan_id)
+    own = (
+        [juan["name"], juan["email"]]
+        + [s["label"] for s in BILLING_DATA["services"] if s["client"] == juan_id]
+        + [
+            f"Factura {i['id']}"
+            for i in BILLING_DATA["invoices"]
+            if i["client"] == juan_id and i["status"] == "unpaid"
+        ]
+        + [d["name"] for d in BILLING_DATA["domains"] if d["client"] == juan_id]
+    )
+    foreign = others_records(juan_id)
+    assert len(own) >= 5 and len(foreign) >= 6
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    ana = await logged_in(stack, clients, "ana")
+    path = f"/staff/conversations/{item['conversation_id']}"
+
+    async def account_shown() -> tuple[str, str]:
+        page = html.unescape(await ana.get(path))
+        return page, page[page.index('aria-label="Cuenta del cliente"') :]
+
+    page, account = await account_shown()
+    for shown in own:
+        assert shown in account, shown
+    for hidden in foreign:
+        assert hidden not in page, hidden
+
+    # A billing backend that answers with other clients' records too (a WHMCS filter
+    # ignored, a cache keyed wrongly): they are still not shown.
+    assert stack._runner is not None
+    billing = stack._runner.app[BILLING]
+    others = [c["id"] for c in BILLING_DATA["clients"] if c["id"] != juan_id]
+    services, invoices, domains = (
+        billing.list_services,
+        billing.list_invoices,
+        billing.list_domains,
+    )
+    stranger_invoice = Invoice(
+        id="inv-maria-77",
+        client_id="c2",
+        service_id="s2",
+        total=Decimal("777.77"),
+        status="unpaid",
+        due=date(2026, 7, 1),
+    )
+
+    async def leaky_services(client_id: str) -> list[Service]:
+        return [s for c in [client_id, *others] for s in await services(c)]
+
+    async def leaky_invoices(client_id: str, **kw: Any) -> list[Invoice]:
+        return [*await invoices(client_id, **kw), stranger_invoice]
+
+    async def leaky_domains(client_id: str) -> list[Domain]:
+        return [d for c in [client_id, *others] for d in await domains(c)]
+
+    monkeypatch.setattr(billing, "list_services", leaky_services)
+    monkeypatch.setattr(billing, "list_invoices", leaky_invoices)
+    monkeypatch.setattr(billing, "list_domains", leaky_domains)
+    # The leak is real: what the backend now answers for Juan holds María's records.
+    assert "mariagonzalez.mx" in {s.label for s in await billing.list_services(juan_id)}
+    page, account = await account_shown()
+    for shown in own:
+        assert shown in account, shown
+    for hidden in [*foreign, stranger_invoice.id, "777.77", "777,77"]:
+        assert hidden not in page, hidden
+
+
+async def test_resolving_after_the_window_closed_tells_the_customer_with_the_template(
+    stack: Stack, pool: asyncpg.Pool, members: dict[str, int], clients: list[StaffClient]
+) -> None:
+    item = await asks_for_a_person(stack, pool, JUAN_WA)
+    ana = await logged_in(stack, clients, "ana")
+    conversation = f"/staff/conversations/{item['conversation_id']}"
+    await ana.post(f"{conversation}/reply", {"text": "Ya revisé su hosting."})
+    await stack.replies(2, to=JUAN_WA)
+    await sender_idle(pool)
+    await pool.execute(
+        "UPDATE conversations SET last_inbound_at = now() - interval '2 days' WHERE id = $1",
+        item["conversation_id"],
+    )
+
+    status, where, _ = await ana.post(f"/staff/items/{item['id']}/resolve", follow=False)
+    assert (status, where) == (303, conversation)
+    [*_, told] = await stack.replies(3, to=JUAN_WA)
+    await sender_idle(pool)
+    assert told.type == "template"
+    assert told.body["template"]["name"] == "consulta_atendida"
+    [parameter] = told.body["template"]["components"][0]["parameters"]
+    assert parameter["text"] == "Juan"  # billing's first name
+    sent = stack.fake.messages(to=JUAN_WA)
+    assert len(sent) == 3
+    assert [m.type for m in sent].count("template") == 1
+    assert CATALOG.text("handover.handed_back.text") not in [text_of(m) for m in sent]
+    assert (
+        await pool.fetchval(
+            "SELECT flow_state FROM conversations WHERE id = $1", item["conversation_id"]
+        )
+        != HANDED_OVER
+    )

@@ -25,7 +25,9 @@ from yarl import URL
 from bot.app import build_app
 from bot.console.auth import hash_password
 from bot.serving import serve
-from store import staff
+from flows.menu import HANDED_OVER
+from store import queue, staff
+from tests.billing_fixture import JUAN_WA
 from tests.harness import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +94,18 @@ async def status_of(browser: aiohttp.ClientSession, path: str) -> tuple[int, str
 
 
 async def test_console_pages_need_a_session(console: Console) -> None:
+    # Conversation 1 with its item 1, waiting for a person: what the URLs below name
+    # exists, so a missing guard would show or change it rather than answer 404.
+    async with console.pool.acquire() as conn:
+        conversation_id = await conn.fetchval(
+            "INSERT INTO conversations (key, wa_id, flow_state, last_inbound_at)"
+            " VALUES ($1, $1, $2, now()) RETURNING id",
+            JUAN_WA,
+            HANDED_OVER,
+        )
+        await queue.escalate(conn, conversation_id, "c1", queue.CUSTOMER_REQUEST, {})
+        item_id = await conn.fetchval("SELECT id FROM escalations")
+    assert (conversation_id, item_id) == (1, 1)
     async with console.browser() as browser:
         for path in (
             "/staff/",
@@ -100,6 +114,9 @@ async def test_console_pages_need_a_session(console: Console) -> None:
             "/staff/admin/canned",
             "/staff/admin/canned?edit=x",
             "/staff/conversations/1",
+            "/staff/conversations/1/transcript",
+            "/staff/live",
+            "/staff/live?conversation=1",
             "/staff/no-such-page",
         ):
             status, location = await status_of(browser, path)
@@ -107,9 +124,17 @@ async def test_console_pages_need_a_session(console: Console) -> None:
             target = urlsplit(location)
             assert target.path == "/staff/login", (path, location)
             assert parse_qs(target.query)["next"] == [path], (path, location)
-        for path in ("/staff/admin/canned", "/staff/admin/staff", "/staff/logout"):
-            async with browser.post(path, data={"code": "x", "body": "y"}) as r:
-                assert r.status == 401, (path, r.status)
+        for path in (
+            "/staff/admin/canned",
+            "/staff/admin/staff",
+            "/staff/logout",
+            "/staff/items/1/claim",
+            "/staff/items/1/resolve",
+            "/staff/conversations/1/reply",
+        ):
+            form = {"code": "x", "body": "y", "text": "Hola, soy de soporte."}
+            async with browser.post(path, data=form, allow_redirects=False) as r:
+                assert r.status in (401, 403), (path, r.status)
         async with browser.delete("/staff/admin/canned") as r:
             assert r.status == 401
         # Only the login page and the static files are open.
@@ -117,6 +142,12 @@ async def test_console_pages_need_a_session(console: Console) -> None:
         assert (await status_of(browser, "/staff/static/console.css"))[0] == 200
     async with console.pool.acquire() as conn:
         assert await staff.canned_replies(conn) == []
+        # Nothing was claimed, resolved or sent.
+        assert await conn.fetchval("SELECT count(*) FROM escalation_actions") == 0
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+        item = await queue.get_item(conn, 1)
+        assert item is not None
+        assert (item.status, item.assigned_to, item.flow_state) == ("pending", None, HANDED_OVER)
 
 
 async def test_a_login_goes_back_where_it_was_asked_and_only_inside_the_console(
@@ -352,6 +383,14 @@ async def test_the_staff_command_adds_lists_and_disables(console: Console) -> No
         assert (await log_in(browser, "ana", password)).status == 401
     code, out, _ = await staff_cli(console.database_url, "list")
     assert re.search(r"^ana\tagent\tdisabled\t", out, re.M), out
+    # Recorded, with nobody's name: the command line did it.
+    changes = await console.pool.fetch(
+        "SELECT actor_id, action, subject FROM staff_audit ORDER BY id"
+    )
+    assert [tuple(c.values()) for c in changes] == [
+        (None, "staff_added", "ana"),
+        (None, "staff_disabled", "ana"),
+    ]
 
     # Never a password in the arguments; never a short one.
     code, _, err = await staff_cli(
@@ -434,3 +473,120 @@ async def test_logout_ends_the_session(console: Console) -> None:
             "UPDATE staff_sessions SET expires_at = now() WHERE revoked_at IS NULL"
         )
         assert (await status_of(browser, "/staff/admin/staff"))[0] == 303
+
+
+async def test_unreadable_input_is_a_400_never_a_login_attempt_or_a_500(
+    console: Console,
+) -> None:
+    async with console.browser() as browser:
+        # A NUL in the username, with a valid token: refused as input, not as a login
+        # (neither logged in as "admin" nor counted as a wrong password of theirs).
+        token = await token_of(browser, "/staff/login")
+        form = {"csrf_token": token, "username": "admin\x00", "password": ADMIN_PASSWORD}
+        async with browser.post("/staff/login", data=form, allow_redirects=False) as r:
+            assert r.status == 400, r.status
+        # A body that is not UTF-8 text.
+        async with browser.post(
+            "/staff/login",
+            data=b"username=\xff\xfe&password=x",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+        ) as r:
+            assert r.status == 400, r.status
+        assert (
+            await console.pool.fetchval("SELECT failed_logins FROM staff WHERE username = 'admin'")
+            == 0
+        )
+        assert await console.pool.fetchval("SELECT count(*) FROM staff_sessions") == 0
+
+        assert (await log_in(browser, "admin", ADMIN_PASSWORD)).status == 303
+        token = await token_of(browser, "/staff/admin/canned")
+        async with browser.post(
+            "/staff/admin/canned",
+            data={"csrf_token": token, "code": "hola", "body": "Hola\x00, ¿qué tal?"},
+            allow_redirects=False,
+        ) as r:
+            assert r.status == 400, r.status
+        async with browser.post(
+            "/staff/admin/canned",
+            data=f"csrf_token={token}&code=hola&body=".encode() + b"\xff\xfe",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+        ) as r:
+            assert r.status == 400, r.status
+        async with console.pool.acquire() as conn:
+            assert await staff.canned_replies(conn) == []
+        # A NUL in a username or code in the URL (percent-encoded as a browser sends it).
+        for path in (
+            "/staff/admin/staff/%00/active",
+            "/staff/admin/staff/agent%00/role",
+            "/staff/admin/canned/%00/delete",
+        ):
+            async with browser.post(
+                URL(console.url + path, encoded=True),
+                data={"csrf_token": token, "active": "0", "role": "admin"},
+                allow_redirects=False,
+            ) as r:
+                assert r.status == 400, (path, r.status)
+        async with browser.get(
+            URL(console.url + "/staff/admin/staff/%00", encoded=True), allow_redirects=False
+        ) as r:
+            assert r.status == 400, r.status
+        rows = await console.pool.fetch("SELECT username, role, active FROM staff ORDER BY id")
+        assert [tuple(r) for r in rows] == [("admin", "admin", True), ("agent", "agent", True)]
+        # Ids past PostgreSQL's bigint (19 digits) are no page, not a database error.
+        too_long = "9" * 19
+        for path in (
+            f"/staff/conversations/{too_long}",
+            f"/staff/conversations/{too_long}/transcript",
+        ):
+            assert (await status_of(browser, path))[0] == 404, path
+        for path in (f"/staff/items/{too_long}/claim", f"/staff/conversations/{too_long}/reply"):
+            async with browser.post(
+                path, data={"csrf_token": token, "text": "hola"}, allow_redirects=False
+            ) as r:
+                assert r.status == 404, (path, r.status)
+        assert (await status_of(browser, f"/staff/live?conversation={too_long}"))[0] == 400
+
+
+async def test_every_change_to_the_team_and_the_canned_replies_is_recorded_and_shown(
+    console: Console,
+) -> None:
+    admin_id = await console.pool.fetchval("SELECT id FROM staff WHERE username = 'admin'")
+    async with console.browser() as admin:
+        assert (await log_in(admin, "admin", ADMIN_PASSWORD)).status == 303
+        token = await token_of(admin, "/staff/admin/staff")
+        posts = [
+            ("/staff/admin/staff", {"username": "beto", "role": "agent", "password": "b" * 12}),
+            ("/staff/admin/staff/beto/role", {"role": "admin"}),
+            ("/staff/admin/staff/beto/active", {"active": "0"}),
+            ("/staff/admin/canned", {"code": "saludo", "body": "Hola, ¿en qué le ayudo?"}),
+            ("/staff/admin/canned/saludo/delete", {}),
+            # Refused changes are not recorded.
+            ("/staff/admin/staff/nadie/active", {"active": "0"}),
+            ("/staff/admin/staff/admin/active", {"active": "0"}),
+        ]
+        for path, form in posts:
+            async with admin.post(
+                path, data={"csrf_token": token, **form}, allow_redirects=False
+            ) as r:
+                await r.read()
+        async with admin.get("/staff/admin/staff") as r:
+            team_page = await r.text()
+        async with admin.get("/staff/admin/canned") as r:
+            canned_page = await r.text()
+    changes = await console.pool.fetch(
+        "SELECT actor_id, action, subject, detail FROM staff_audit ORDER BY id"
+    )
+    assert [(c["actor_id"], c["action"], c["subject"]) for c in changes] == [
+        (admin_id, "staff_added", "beto"),
+        (admin_id, "role_changed", "beto"),
+        (admin_id, "staff_disabled", "beto"),
+        (admin_id, "canned_saved", "saludo"),
+        (admin_id, "canned_deleted", "saludo"),
+    ]
+    assert [c["detail"].get("role") for c in changes[:2]] == ["agent", "admin"]
+    for said in ("agregó a beto", "cambió el rol de beto", "desactivó a beto"):
+        assert said in team_page
+    assert "guardó /saludo" in canned_page and "borró /saludo" in canned_page
+    assert "agregó a beto" not in canned_page

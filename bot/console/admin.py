@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 from aiohttp import web
 
 from bot.console.auth import hash_password, password_problem, require_admin, username_problem
-from bot.webhook import POOL
+from bot.webhook import POOL, SETTINGS
 from store import staff
 from store.staff import ROLES
 
@@ -35,6 +36,25 @@ _DONE = {
 _ROLE_NAMES = {"agent": "Agente", "admin": "Administrador"}
 
 
+def _change(change: staff.Change) -> str:
+    """A recorded change in words."""
+    role = _ROLE_NAMES.get(str(change.detail.get("role", "")), "")
+    match change.action:
+        case "staff_added":
+            return f"agregó a {change.subject} ({role})"
+        case "staff_disabled":
+            return f"desactivó a {change.subject}"
+        case "staff_enabled":
+            return f"activó a {change.subject}"
+        case "role_changed":
+            return f"cambió el rol de {change.subject} a {role}"
+        case "canned_saved":
+            return f"guardó /{change.subject}"
+        case "canned_deleted":
+            return f"borró /{change.subject}"
+    return f"{change.action} {change.subject}"
+
+
 def _done(request: web.Request) -> str:
     return _DONE.get(request.query.get("done", ""), "")
 
@@ -44,8 +64,12 @@ async def _staff_page(
 ) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         members = await staff.list_staff(conn)
+        history = await staff.changes(conn, staff.TEAM_CHANGES)
     context: dict[str, Any] = {
         "members": members,
+        "history": history,
+        "change": _change,
+        "tz": ZoneInfo(request.app[SETTINGS].display_timezone),
         "roles": ROLES,
         "role_names": _ROLE_NAMES,
         "error": error,
@@ -61,7 +85,7 @@ async def staff_page(request: web.Request) -> web.Response:
 
 
 async def add_member(request: web.Request) -> web.Response:
-    require_admin(request)
+    me = require_admin(request)
     form = await request.post()
     username = str(form.get("username", "")).strip()
     role = str(form.get("role", ""))
@@ -77,7 +101,9 @@ async def add_member(request: web.Request) -> web.Response:
     password_hash = await asyncio.to_thread(hash_password, password)
     async with request.app[POOL].acquire() as conn:
         try:
-            await staff.add_staff(conn, username, role, password_hash)
+            async with conn.transaction():
+                await staff.add_staff(conn, username, role, password_hash)
+                await staff.record_change(conn, me.id, "staff_added", username, role=role)
         except staff.UsernameTaken:
             return await _staff_page(
                 request, error="Ya existe un miembro con ese usuario.", form=shown, status=400
@@ -91,8 +117,11 @@ async def set_active(request: web.Request) -> web.Response:
     active = (await request.post()).get("active") == "1"
     if not active and username.lower() == me.username.lower():
         return await _staff_page(request, error="No puede desactivar su propia cuenta.", status=400)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         found = await staff.set_active(conn, username, active)
+        if found:
+            action = "staff_enabled" if active else "staff_disabled"
+            await staff.record_change(conn, me.id, action, username)
     if not found:
         return await _staff_page(request, error="No existe ese miembro.", status=404)
     raise web.HTTPSeeOther(f"{STAFF_PAGE}?done={'enabled' if active else 'disabled'}")
@@ -109,8 +138,10 @@ async def set_role(request: web.Request) -> web.Response:
         return await _staff_page(
             request, error="No puede quitarse a sí mismo el rol de administrador.", status=400
         )
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         found = await staff.set_role(conn, username, role)
+        if found:
+            await staff.record_change(conn, me.id, "role_changed", username, role=role)
     if not found:
         return await _staff_page(request, error="No existe ese miembro.", status=404)
     raise web.HTTPSeeOther(f"{STAFF_PAGE}?done=role")
@@ -121,12 +152,16 @@ async def _canned_page(
 ) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         replies = await staff.canned_replies(conn)
+        history = await staff.changes(conn, staff.CANNED_CHANGES)
     if form is None:
         editing = request.query.get("edit", "")
         current = next((r for r in replies if r.code == editing), None)
         form = {"code": current.code, "body": current.body} if current else {"code": "", "body": ""}
     context: dict[str, Any] = {
         "replies": replies,
+        "history": history,
+        "change": _change,
+        "tz": ZoneInfo(request.app[SETTINGS].display_timezone),
         "error": error,
         "done": "" if error else _done(request),
         "form": form,
@@ -153,15 +188,19 @@ async def save_canned(request: web.Request) -> web.Response:
     if not 1 <= len(body) <= CANNED_BODY_MAX:
         problem = f"El texto debe tener entre 1 y {CANNED_BODY_MAX} caracteres."
         return await _canned_page(request, error=problem, form=shown, status=400)
-    async with request.app[POOL].acquire() as conn:
+    async with request.app[POOL].acquire() as conn, conn.transaction():
         await staff.save_canned_reply(conn, code, body, me.id)
+        await staff.record_change(conn, me.id, "canned_saved", code)
     raise web.HTTPSeeOther(f"{CANNED_PAGE}?done=saved")
 
 
 async def delete_canned(request: web.Request) -> web.Response:
-    require_admin(request)
-    async with request.app[POOL].acquire() as conn:
-        found = await staff.delete_canned_reply(conn, request.match_info["code"])
+    me = require_admin(request)
+    code = request.match_info["code"]
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        found = await staff.delete_canned_reply(conn, code)
+        if found:
+            await staff.record_change(conn, me.id, "canned_deleted", code)
     if not found:
         return await _canned_page(request, error="No existe esa respuesta.", status=404)
     raise web.HTTPSeeOther(f"{CANNED_PAGE}?done=deleted")

@@ -524,6 +524,8 @@ async def item_action(request: web.Request) -> web.StreamResponse:
             raise Problem(409, "Ese pedido ya está resuelto.")
         elif action == "claim":
             claimed = await queue.claim(conn, item_id, member.id)
+            if not claimed.ok and claimed.holder is None:
+                raise Problem(409, "Ese pedido ya está resuelto.")
             if not claimed.ok:
                 raise Problem(
                     409, f"Lo tiene abierto {claimed.holder}: para quitárselo, use «Reasignar»."
