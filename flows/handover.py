@@ -39,7 +39,7 @@ def handed_back(catalog: Catalog, customer_name: str) -> Reply:
     """A person resolved the conversation: the bot has it again (as a template once the
     24 h window has closed)."""
     return Reply(
-        Text(catalog.text(f"{HANDED_BACK}.text")),
+        Text(catalog.text("handover.handed_back.text")),
         template=template_from(catalog, HANDED_BACK, {"name": customer_name}),
     )
 

@@ -263,3 +263,17 @@ async def wait_rows(pool: asyncpg.Pool, where: str, count: int, timeout: float =
             )
             raise TimeoutError(f"not {count} rows with {where}: {rows}")
         await asyncio.sleep(0.05)
+
+
+async def sender_idle(pool: asyncpg.Pool, timeout: float = 15.0) -> None:
+    """Until nothing is waiting to be sent or for its answer, and every send WhatsApp took
+    is recorded as taken (its status webhook may come before that record is written)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"
+        " OR (status <> 'failed' AND accepted_at IS NULL)"
+    ):
+        if loop.time() > deadline:
+            raise TimeoutError("the outbox did not settle")
+        await asyncio.sleep(0.02)

@@ -4,8 +4,6 @@ the answer once and the bot back afterwards. No CSP violation on the way."""
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 
@@ -14,7 +12,7 @@ from flows.catalog import default_catalog
 from store import staff
 from tests.billing_fixture import JUAN_WA
 from tests.browser import require_chromium
-from tests.harness import Stack, text_of
+from tests.harness import Stack, sender_idle, text_of
 
 CATALOG = default_catalog()
 PASSWORD = "una clave bastante larga"
@@ -30,15 +28,6 @@ from playwright.async_api import Browser, ConsoleMessage, expect  # noqa: E402
 def console_error(message: ConsoleMessage) -> list[str]:
     """Any error the page logs (a CSP violation, a failed fetch, a 404) fails the test."""
     return [message.text] if message.type == "error" else []
-
-
-async def sender_idle(pool: asyncpg.Pool, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while await pool.fetchval("SELECT count(*) FROM outbox WHERE status IN ('pending', 'sending')"):
-        if loop.time() > deadline:
-            raise TimeoutError("the outbox did not settle")
-        await asyncio.sleep(0.05)
 
 
 async def test_staff_take_a_request_answer_once_and_give_it_back(

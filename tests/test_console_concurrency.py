@@ -16,14 +16,13 @@ from bot.console.auth import hash_password
 from flows.menu import HANDED_OVER
 from store import staff
 from tests.billing_fixture import JUAN_WA
-from tests.harness import Stack, text_of
+from tests.harness import Stack, sender_idle, text_of
 from tests.test_console_pages import (
     CATALOG,
     PASSWORD,
     StaffClient,
     asks_for_a_person,
     logged_in,
-    sender_idle,
 )
 from tests.test_handover import eventually
 

@@ -25,7 +25,7 @@ from flows.menu import HANDED_OVER
 from store import staff
 from tests.billing_fixture import BILLING as BILLING_DATA
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
-from tests.harness import Stack, text_of
+from tests.harness import Stack, sender_idle, text_of
 
 CATALOG = default_catalog()
 PASSWORD = "una clave bastante larga"
@@ -129,16 +129,6 @@ async def asks_for_a_person(stack: Stack, pool: asyncpg.Pool, wa_id: str) -> asy
     )
     assert item is not None
     return item
-
-
-async def sender_idle(pool: asyncpg.Pool) -> None:
-    """Until nothing is waiting to be sent or waiting for its answer."""
-    await _until_db(
-        "the outbox settles",
-        lambda: pool.fetchval(
-            "SELECT count(*) = 0 FROM outbox WHERE status IN ('pending', 'sending')"
-        ),
-    )
 
 
 async def _until_db(what: str, check: Any, timeout: float = 15.0) -> None:
