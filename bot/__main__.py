@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     staff_sub.add_parser("enable", help="let a disabled member log in again").add_argument(
         "username"
     )
+    staff_sub.add_parser(
+        "password",
+        help="set a member's password (read from standard input), unlock them, end their sessions",
+    ).add_argument("username")
     args = parser.parse_args(argv)
 
     try:
@@ -200,18 +204,19 @@ def _staff(settings: Settings, args: argparse.Namespace) -> int:
     from bot.console.auth import hash_password, password_problem, username_problem
 
     password_hash = ""
-    if args.staff_command == "add":
+    if args.staff_command in ("add", "password"):
+        what = f"staff {args.staff_command}"
         problem = username_problem(args.username)
         if problem is not None:
-            print(f"staff add: {problem}", file=sys.stderr)
+            print(f"{what}: {problem}", file=sys.stderr)
             return 2
         password = _read_password()
         if password is None:
-            print("staff add: the passwords do not match; nothing was added", file=sys.stderr)
+            print(f"{what}: the passwords do not match; nothing changed", file=sys.stderr)
             return 1
         problem = password_problem(password)
         if problem is not None:
-            print(f"staff add: {problem}", file=sys.stderr)
+            print(f"{what}: {problem}", file=sys.stderr)
             return 2
         password_hash = hash_password(password)
     return asyncio.run(_staff_in_database(settings, args, password_hash))
@@ -254,6 +259,15 @@ async def _staff_in_database(
                     active = "active" if m.active else "disabled"
                     locked = m.locked_until.isoformat() if m.locked_until else "-"
                     print(f"{m.username}\t{m.role}\t{active}\tlocked until {locked}")
+            elif args.staff_command == "password":
+                async with conn.transaction():
+                    found = await staff.set_password(conn, args.username, password_hash)
+                    if found:
+                        await staff.record_change(conn, None, "password_set", args.username)
+                if not found:
+                    print(f"staff password: no member {args.username!r}", file=sys.stderr)
+                    return 1
+                print(f"{args.username}: new password; unlocked; sessions ended", file=sys.stderr)
             else:
                 active = args.staff_command == "enable"
                 async with conn.transaction():

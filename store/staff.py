@@ -157,6 +157,28 @@ async def set_role(conn: Conn, username: str, role: str) -> bool:
     return result != "UPDATE 0"
 
 
+async def set_password(conn: Conn, username: str, password_hash: str) -> bool:
+    """A new password (False: no such username): the account unlocked, its wrong-password
+    count cleared, and every session of it ended (whoever knew the old one is out)."""
+    staff_id = await conn.fetchval(
+        """
+        UPDATE staff SET password_hash = $2, failed_logins = 0, locked_until = NULL,
+            updated_at = now()
+        WHERE lower(username) = lower($1)
+        RETURNING id
+        """,
+        username,
+        password_hash,
+    )
+    if staff_id is None:
+        return False
+    await conn.execute(
+        "UPDATE staff_sessions SET revoked_at = now() WHERE staff_id = $1 AND revoked_at IS NULL",
+        staff_id,
+    )
+    return True
+
+
 async def login_account(conn: Conn, username: str) -> LoginAccount | None:
     row = await conn.fetchrow(
         """
@@ -305,7 +327,7 @@ async def delete_canned_reply(conn: Conn, code: str) -> bool:
 
 # -- the record of changes to the team and the canned replies --------------------------
 
-TEAM_CHANGES = ("staff_added", "staff_disabled", "staff_enabled", "role_changed")
+TEAM_CHANGES = ("staff_added", "staff_disabled", "staff_enabled", "role_changed", "password_set")
 CANNED_CHANGES = ("canned_saved", "canned_deleted")
 
 

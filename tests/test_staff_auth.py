@@ -590,3 +590,47 @@ async def test_every_change_to_the_team_and_the_canned_replies_is_recorded_and_s
         assert said in team_page
     assert "guardó /saludo" in canned_page and "borró /saludo" in canned_page
     assert "agregó a beto" not in canned_page
+
+
+async def test_a_new_password_unlocks_the_account_and_ends_its_sessions(console: Console) -> None:
+    """An admin (or the command line) gives a member a new password: the old one stops
+    working, a lock ends, and a session opened with the old one is over."""
+    async with console.browser() as agent, console.browser() as admin:
+        assert (await log_in(agent, "agent", AGENT_PASSWORD)).status == 303
+        assert (await status_of(agent, "/staff/"))[0] == 200
+        await console.pool.execute(
+            "UPDATE staff SET locked_until = now() + interval '1 hour' WHERE username = 'agent'"
+        )
+        assert (await log_in(admin, "admin", ADMIN_PASSWORD)).status == 303
+        token = await token_of(admin, "/staff/admin/staff")
+        for password, status in (("corta", 400), ("una clave nueva larga", 303)):
+            async with admin.post(
+                "/staff/admin/staff/agent/password",
+                data={"csrf_token": token, "password": password},
+                allow_redirects=False,
+            ) as r:
+                assert r.status == status, password
+        status, location = await status_of(agent, "/staff/")
+        assert (status, urlsplit(location).path) == (303, "/staff/login")
+    async with console.browser() as agent:
+        assert (await log_in(agent, "agent", AGENT_PASSWORD)).status == 401
+        assert (await log_in(agent, "agent", "una clave nueva larga")).status == 303
+
+    code, _, err = await staff_cli(
+        console.database_url, "password", "agent", stdin="otra clave bien larga\n"
+    )
+    assert code == 0, err
+    async with console.browser() as agent:
+        assert (await log_in(agent, "agent", "una clave nueva larga")).status == 401
+        assert (await log_in(agent, "agent", "otra clave bien larga")).status == 303
+    code, _, err = await staff_cli(console.database_url, "password", "nadie", stdin="x" * 12)
+    assert code == 1
+    changes = await console.pool.fetch(
+        "SELECT actor_id IS NULL AS cli, action, subject FROM staff_audit ORDER BY id"
+    )
+    assert [tuple(c.values()) for c in changes] == [
+        (False, "password_set", "agent"),
+        (True, "password_set", "agent"),
+    ]
+    stored = await console.pool.fetchval("SELECT password_hash FROM staff WHERE username = 'agent'")
+    assert stored.startswith("$argon2id$") and "otra clave" not in stored

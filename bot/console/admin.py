@@ -30,6 +30,7 @@ _DONE = {
     "disabled": "Cuenta desactivada; sus sesiones se cerraron.",
     "enabled": "Cuenta activada.",
     "role": "Rol cambiado.",
+    "password": "Contraseña cambiada; la cuenta quedó desbloqueada y sus sesiones se cerraron.",
     "saved": "Respuesta guardada.",
     "deleted": "Respuesta borrada.",
 }
@@ -48,6 +49,8 @@ def _change(change: staff.Change) -> str:
             return f"activó a {change.subject}"
         case "role_changed":
             return f"cambió el rol de {change.subject} a {role}"
+        case "password_set":
+            return f"puso una contraseña nueva a {change.subject}"
         case "canned_saved":
             return f"guardó /{change.subject}"
         case "canned_deleted":
@@ -147,6 +150,25 @@ async def set_role(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"{STAFF_PAGE}?done=role")
 
 
+async def set_password(request: web.Request) -> web.Response:
+    """A member's new password (forgotten, or to lock someone out): it unlocks them and
+    ends their sessions. An admin changing their own logs themselves out too."""
+    me = require_admin(request)
+    username = request.match_info["username"]
+    password = str((await request.post()).get("password", ""))
+    problem = password_problem(password)
+    if problem:
+        return await _staff_page(request, error=problem, status=400)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        found = await staff.set_password(conn, username, password_hash)
+        if found:
+            await staff.record_change(conn, me.id, "password_set", username)
+    if not found:
+        return await _staff_page(request, error="No existe ese miembro.", status=404)
+    raise web.HTTPSeeOther(f"{STAFF_PAGE}?done=password")
+
+
 async def _canned_page(
     request: web.Request, *, error: str = "", form: dict[str, str] | None = None, status: int = 200
 ) -> web.Response:
@@ -211,6 +233,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(STAFF_PAGE, add_member)
     app.router.add_post(STAFF_PAGE + "/{username}/active", set_active)
     app.router.add_post(STAFF_PAGE + "/{username}/role", set_role)
+    app.router.add_post(STAFF_PAGE + "/{username}/password", set_password)
     app.router.add_get(CANNED_PAGE, canned_page)
     app.router.add_post(CANNED_PAGE, save_canned)
     app.router.add_post(CANNED_PAGE + "/{code}/delete", delete_canned)
