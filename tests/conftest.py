@@ -17,11 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from store import db
+from bot.console.auth import hash_password
+from store import db, staff
 from store.billing_local import LocalBilling
 from store.migrate import migrate
 from tests.billing_fixture import BILLING
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.console import PASSWORD, StaffClient
+from tests.harness import Stack
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser
@@ -170,3 +173,32 @@ async def browser() -> AsyncIterator[Browser]:
             yield chromium
         finally:
             await chromium.close()
+
+
+# -- the staff console's tests (tests/console.py) ---------------------------------------
+
+
+@pytest.fixture
+async def stack(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Stack]:
+    # The exact send counts are the point: Meta's awkward habits (a 504 after a send,
+    # statuses lost) would blur them, and the sender's own tests cover those.
+    async with Stack(database_url, awkward=None) as running:
+        yield running
+
+
+@pytest.fixture
+async def members(pool: asyncpg.Pool) -> dict[str, int]:
+    """Ana (Juan's and María's account manager in billing) and Beto."""
+    async with pool.acquire() as conn:
+        return {
+            name: await staff.add_staff(conn, name, "agent", hash_password(PASSWORD))
+            for name in ("ana", "beto")
+        }
+
+
+@pytest.fixture
+async def clients(stack: Stack) -> AsyncIterator[list[StaffClient]]:
+    made: list[StaffClient] = []
+    yield made
+    for client in made:
+        await client.close()

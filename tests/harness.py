@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -277,3 +277,13 @@ async def sender_idle(pool: asyncpg.Pool, timeout: float = 15.0) -> None:
         if loop.time() > deadline:
             raise TimeoutError("the outbox did not settle")
         await asyncio.sleep(0.02)
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    """Until the database says `check`; TimeoutError naming `what` after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.05)

@@ -7,54 +7,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
-from bot.console.auth import hash_password
 from flows.menu import HANDED_OVER
-from store import staff
 from tests.billing_fixture import JUAN_WA
-from tests.harness import Stack, sender_idle, text_of
-from tests.test_console_pages import (
+from tests.console import (
     CATALOG,
-    PASSWORD,
     StaffClient,
     asks_for_a_person,
     logged_in,
 )
-from tests.test_handover import eventually
+from tests.harness import Stack, eventually, sender_idle, text_of
 
 # A customer with no account in billing: nobody's item until someone claims it.
 STRANGER_WA = "5491100000000"
 _ALERT = re.compile(r'role="alert">([^<]*)<')
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def stack(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Stack]:
-    # Exact send counts are the point (see tests/test_console_pages.py).
-    async with Stack(database_url, awkward=None) as running:
-        yield running
-
-
-@pytest.fixture
-async def members(pool: asyncpg.Pool) -> dict[str, int]:
-    async with pool.acquire() as conn:
-        return {
-            name: await staff.add_staff(conn, name, "agent", hash_password(PASSWORD))
-            for name in ("ana", "beto")
-        }
-
-
-@pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[list[StaffClient]]:
-    made: list[StaffClient] = []
-    yield made
-    for client in made:
-        await client.close()
 
 
 def alert_of(body: str) -> str:

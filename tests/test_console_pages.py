@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -17,127 +16,23 @@ import asyncpg
 import pytest
 
 from bot.console import live
-from bot.console.auth import hash_password
 from bot.webhook import BILLING
 from flows.billing import BillingUnavailable, Domain, Invoice, Service
-from flows.catalog import default_catalog
 from flows.menu import HANDED_OVER
 from store import staff
 from tests.billing_fixture import BILLING as BILLING_DATA
 from tests.billing_fixture import JUAN_WA, MARIA_WA, UNKNOWN_WA
-from tests.harness import Stack, sender_idle, text_of
+from tests.console import (
+    CATALOG,
+    StaffClient,
+    asks_for_a_person,
+    logged_in,
+)
+from tests.harness import Stack, eventually, sender_idle, text_of
 
-CATALOG = default_catalog()
-PASSWORD = "una clave bastante larga"
-_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 _AFTER = re.compile(r'name="reply_after" value="(\d+)"')
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class StaffClient:
-    """One member's logged-in session: its own cookies, the CSRF token from the pages."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.url = stack.url
-        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        self.token = ""
-
-    async def close(self) -> None:
-        await self.session.close()
-
-    async def login(self, username: str, password: str = PASSWORD) -> None:
-        page = await self.get("/staff/login")
-        async with self.session.post(
-            f"{self.url}/staff/login",
-            data={"username": username, "password": password, "csrf_token": self.token},
-        ) as r:
-            body = await r.text()
-            assert r.status == 200 and r.url.path == "/staff/", (r.status, body[:300])
-        self._remember(body)
-        assert page
-
-    async def get(self, path: str, status: int = 200) -> str:
-        async with self.session.get(f"{self.url}{path}") as r:
-            body = await r.text()
-            assert r.status == status, (path, r.status, body[:500])
-        self._remember(body)
-        return body
-
-    async def post(
-        self, path: str, data: dict[str, str] | None = None, *, follow: bool = True
-    ) -> tuple[int, str, str]:
-        """(status, final path, body)."""
-        form = {"csrf_token": self.token, **(data or {})}
-        async with self.session.post(f"{self.url}{path}", data=form, allow_redirects=follow) as r:
-            body = await r.text()
-            where = r.headers.get("Location", "") if not follow else r.url.path
-            self._remember(body)
-            return r.status, where, body
-
-    def _remember(self, body: str) -> None:
-        found = _TOKEN.search(body)
-        if found:
-            self.token = html.unescape(found.group(1))
-
-
-@pytest.fixture
-async def stack(pool: asyncpg.Pool, database_url: str) -> AsyncIterator[Stack]:
-    # The exact send counts are the point: Meta's awkward habits (a 504 after a send,
-    # statuses lost) would blur them, and the sender's own tests cover those.
-    async with Stack(database_url, awkward=None) as running:
-        yield running
-
-
-@pytest.fixture
-async def members(pool: asyncpg.Pool) -> dict[str, int]:
-    """Ana (Juan's and María's account manager in billing) and Beto."""
-    async with pool.acquire() as conn:
-        return {
-            name: await staff.add_staff(conn, name, "agent", hash_password(PASSWORD))
-            for name in ("ana", "beto")
-        }
-
-
-@pytest.fixture
-async def clients(stack: Stack) -> AsyncIterator[list[StaffClient]]:
-    made: list[StaffClient] = []
-    yield made
-    for client in made:
-        await client.close()
-
-
-async def logged_in(stack: Stack, clients: list[StaffClient], username: str) -> StaffClient:
-    client = StaffClient(stack)
-    clients.append(client)
-    await client.login(username)
-    return client
-
-
-async def asks_for_a_person(stack: Stack, pool: asyncpg.Pool, wa_id: str) -> asyncpg.Record:
-    """The customer types `asesor`; the bot hands them over. Their item."""
-    before = len(stack.fake.messages(to=wa_id))
-    await stack.say(wa_id, "asesor", name="Juan" if wa_id == JUAN_WA else "Cliente")
-    [*_, handover] = await stack.replies(before + 1, to=wa_id)
-    assert text_of(handover) == CATALOG.text("menu.handed_over")
-    item = await pool.fetchrow(
-        """
-        SELECT e.* FROM escalations AS e JOIN conversations AS c ON c.id = e.conversation_id
-        WHERE c.wa_id = $1 AND e.status <> 'resolved'
-        """,
-        wa_id,
-    )
-    assert item is not None
-    return item
-
-
-async def _until_db(what: str, check: Any, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
 
 
 def texts_to(stack: Stack, wa_id: str) -> list[str]:
@@ -395,7 +290,7 @@ async def test_resolving_hands_the_conversation_back_to_the_bot(
     await stack.replies(2, to=JUAN_WA)
     # While a person has it the bot is silent.
     await stack.say(JUAN_WA, "gracias")
-    await _until_db(
+    await eventually(
         "the thanks is handled",
         lambda: pool.fetchval("SELECT count(*) = 0 FROM inbox WHERE status = 'pending'"),
     )
@@ -429,7 +324,7 @@ async def test_the_customer_going_back_to_the_bot_is_said(
     await stack.replies(2, to=JUAN_WA)
     await stack.say(JUAN_WA, "menu")
     await stack.replies(3, to=JUAN_WA)
-    await _until_db(
+    await eventually(
         "the return is recorded",
         lambda: pool.fetchval(
             "SELECT count(*) > 0 FROM escalation_actions WHERE action = 'customer_returned_to_bot'"

@@ -6,8 +6,6 @@ manager, woken from a snooze by the customer's next message, one per reason."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -30,7 +28,7 @@ from flows.runtime import (
 )
 from store import queue, transcript
 from tests.billing_fixture import JUAN_WA, SHARED_WA
-from tests.harness import Stack, text_of
+from tests.harness import Stack, eventually, text_of
 from tests.test_flows_menu import JUAN, FakeAlerts, FakeBilling
 
 CATALOG = default_catalog()
@@ -40,16 +38,6 @@ MONTHS = [
     "enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
     "septiembre", "octubre", "noviembre", "diciembre",
 ]  # fmt: skip
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-    """Until the database says `check`; TimeoutError naming `what` after `timeout` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
 
 
 async def inbound_done(pool: asyncpg.Pool, count: int) -> None:
