@@ -40,6 +40,15 @@ MONTHS = [
 ]  # fmt: skip
 
 
+async def a_member(pool: asyncpg.Pool) -> int:
+    """Beto, on the team (he never logs in here: the queue is driven through store.queue)."""
+    member_id: int = await pool.fetchval(
+        "INSERT INTO staff (username, role, password_hash) VALUES ('beto', 'agent', 'x') "
+        "RETURNING id"
+    )
+    return member_id
+
+
 async def inbound_done(pool: asyncpg.Pool, count: int) -> None:
     """Until `count` customer messages have been handled (their turns committed)."""
 
@@ -120,10 +129,7 @@ async def test_a_staff_reply_takes_the_conversation_and_resolving_gives_it_back(
         )
         assert (item["reason"], item["status"]) == ("not_understood", "pending")
         assert item["detail"]["summary"] == "qwzx plorf 3"
-        staff_id = await pool.fetchval(
-            "INSERT INTO staff (username, role, password_hash) VALUES ('beto', 'agent', 'x') "
-            "RETURNING id"
-        )
+        staff_id = await a_member(pool)
         async with pool.acquire() as conn, conn.transaction():
             target = await queue.reply_target(conn, item["conversation_id"])
             assert target is not None and target.window_open
@@ -182,10 +188,7 @@ async def test_a_snoozed_request_wakes_when_the_customer_writes(
         await stack.say(JUAN_WA, "asesor")
         await stack.replies(1, to=JUAN_WA)
         await until_rows(pool, 1)
-        staff_id = await pool.fetchval(
-            "INSERT INTO staff (username, role, password_hash) VALUES ('beto', 'agent', 'x') "
-            "RETURNING id"
-        )
+        staff_id = await a_member(pool)
         item_id = await pool.fetchval("SELECT id FROM escalations")
         async with pool.acquire() as conn:
             assert await queue.snooze(conn, item_id, staff_id, None)
@@ -207,10 +210,7 @@ async def test_a_snooze_with_a_time_ends_by_itself(pool: asyncpg.Pool, database_
         await stack.say(SHARED_WA, "asesor")
         await stack.replies(1, to=SHARED_WA)
         await until_rows(pool, 1)
-    staff_id = await pool.fetchval(
-        "INSERT INTO staff (username, role, password_hash) VALUES ('beto', 'agent', 'x') "
-        "RETURNING id"
-    )
+    staff_id = await a_member(pool)
     item_id = await pool.fetchval("SELECT id FROM escalations")
     async with pool.acquire() as conn:
         await queue.snooze(conn, item_id, staff_id, datetime.now(UTC) + timedelta(hours=1))
