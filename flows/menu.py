@@ -34,6 +34,9 @@ FAQ_TOPICS = (
 # it has an unresolved item); a person handing it back leaves it at the main menu.
 HANDED_OVER = "menu.handed_over"
 HANDED_BACK = "menu.main"
+# The staff queue's reason when the customer asks for a person (a person talks in it by
+# definition: store.queue keeps the conversation with them until it is resolved).
+CUSTOMER_REQUEST = "customer_request"
 MENU_OPTIONS = ("upgrade", "transfer", "cancel", "account", "alerts", "faq", "human")
 
 # "Mis alertas" (every alert and its state) and the list to switch them one by one.
@@ -395,7 +398,7 @@ class Menu(Step):
         self.send(self.prompt(self.t("ladder.offer_human"), self.choices()))
 
     def escalate(self) -> None:
-        self.command(Escalate(reason="customer_request", summary=self.inbound.text[:500]))
+        self.command(Escalate(reason=CUSTOMER_REQUEST, summary=self.inbound.text[:500]))
 
     async def render_handed_over(self) -> None:
         # Plain text: while a person has the conversation only a typed "menu" returns.

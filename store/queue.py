@@ -20,15 +20,13 @@ from typing import Any, Literal
 
 import asyncpg
 
-from flows.menu import HANDED_BACK, HANDED_OVER
+from flows.menu import CUSTOMER_REQUEST, HANDED_BACK, HANDED_OVER
 from store.db import Conn
 from store.inbox import without_nul
 
 PRIORITIES = ("low", "normal", "high", "urgent")
 View = Literal["mine", "unassigned", "all", "snoozed", "resolved"]
 VIEWS: tuple[View, ...] = ("mine", "unassigned", "all", "snoozed", "resolved")
-# The reason of a customer's own request for a person: a person talks in it by definition.
-CUSTOMER_REQUEST = "customer_request"
 
 # An item's status as it stands now: a snooze whose time has passed is over already,
 # before the upkeep chore writes it back.
@@ -74,10 +72,6 @@ class Item:
     profile_name: str | None
     flow_state: str
     last_inbound_at: datetime | None
-
-    @property
-    def handed_over(self) -> bool:
-        return self.flow_state == HANDED_OVER
 
 
 @dataclass(frozen=True, slots=True)
