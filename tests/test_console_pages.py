@@ -7,17 +7,20 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
 import pytest
 
-from bot.console import live
+from bot.console import live, views
+from bot.console.wording import Format
 from bot.webhook import BILLING
 from flows.billing import BillingUnavailable, Domain, Invoice, Service
+from flows.hours import BusinessHours
 from flows.menu import HANDED_OVER
 from store import staff
 from tests.billing_fixture import BILLING as BILLING_DATA
@@ -594,3 +597,22 @@ async def test_resolving_after_the_window_closed_tells_the_customer_with_the_tem
         )
         != HANDED_OVER
     )
+
+
+@pytest.mark.parametrize(
+    ("now", "wakes"),
+    [
+        # Friday evening: the next working day is Monday.
+        (datetime(2026, 12, 4, 19, 0), datetime(2026, 12, 7, 9, 0)),
+        # Tuesday before opening: tomorrow's opening, not today's.
+        (datetime(2026, 12, 1, 8, 0), datetime(2026, 12, 2, 9, 0)),
+    ],
+)
+def test_snoozing_to_the_next_working_day_follows_the_business_hours(
+    now: datetime, wakes: datetime
+) -> None:
+    zone = "America/Argentina/Buenos_Aires"
+    tz = ZoneInfo(zone)
+    hours = BusinessHours.parse("mon-fri 09:00-18:00", zone)
+    until = views._snooze_until("tomorrow", Format(tz, now.replace(tzinfo=tz)), hours)
+    assert until == wakes.replace(tzinfo=tz)

@@ -38,6 +38,7 @@ from bot.webhook import BILLING, POOL, SETTINGS, SIGNALS
 from flows.billing import BillingError
 from flows.catalog import default_catalog
 from flows.handover import FOLLOW_UP, follow_up, handed_back
+from flows.hours import BusinessHours
 from flows.menu import HANDED_OVER
 from flows.outbound import TEXT_MAX, MessageLimitError, Text, check_limits, from_json, preview
 from flows.outbound import to_json as message_json
@@ -54,8 +55,6 @@ _ID = r"{id:\d{1,18}}"
 WINDOW = timedelta(hours=24)
 # The account summary waits this long for the billing system, then says it could not.
 BILLING_SECONDS = 5.0
-# Snoozed "until tomorrow" wakes at this local time.
-MORNING = time(9, 0)
 # `/saludo` at the start of a reply names a canned reply (store.staff, migration 018).
 _CANNED = re.compile(r"/([a-z0-9_-]{1,32})(?=\s|$)")
 TEMPLATE_NAME_MAX = 60
@@ -535,7 +534,8 @@ async def item_action(request: web.Request) -> web.StreamResponse:
             if not await queue.assign(conn, item_id, member.id, to):
                 raise Problem(400, "Ese miembro del equipo no existe o está desactivado.")
         elif action == "snooze":
-            until = _snooze_until(str(form.get("until", "")), fmt)
+            hours = request.app[SETTINGS].business_hours
+            until = _snooze_until(str(form.get("until", "")), fmt, hours)
             await queue.snooze(conn, item_id, member.id, until)
         elif action == "priority":
             priority = str(form.get("priority", ""))
@@ -571,9 +571,9 @@ async def _resolve(conn: Conn, item_id: int, member: StaffMember, name: str) -> 
     return True
 
 
-def _snooze_until(choice: str, fmt: Format) -> datetime | None:
-    """1 h, 4 h, tomorrow at 9:00 in the company's time zone, or (None) until the
-    customer writes."""
+def _snooze_until(choice: str, fmt: Format, hours: BusinessHours) -> datetime | None:
+    """1 h, 4 h, the next working day's opening (BUSINESS_HOURS, the company's time zone:
+    on a Friday, Monday's), or (None) until the customer writes."""
     match choice:
         case "1h":
             return fmt.now + timedelta(hours=1)
@@ -581,7 +581,7 @@ def _snooze_until(choice: str, fmt: Format) -> datetime | None:
             return fmt.now + timedelta(hours=4)
         case "tomorrow":
             tomorrow = fmt.now.astimezone(fmt.tz).date() + timedelta(days=1)
-            return datetime.combine(tomorrow, MORNING, tzinfo=fmt.tz)
+            return hours.next_opening(datetime.combine(tomorrow, time(0, 0), tzinfo=fmt.tz))
         case "message":
             return None
     raise Problem(400, f"No se puede posponer {choice!r}: 1h, 4h, tomorrow o message.")
