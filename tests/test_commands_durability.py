@@ -71,6 +71,10 @@ async def test_killed_between_the_billing_call_and_its_record_the_command_acts_o
         COMMAND_STALLED_SECONDS="2",
         DISPATCH_IDLE_SECONDS="1",
         PAUSE_AFTER_BILLING=str(marker),
+        # The kill may also catch a reply on its way to WhatsApp (the "one moment" before
+        # the billing call): left `sending`, it holds the customer's later messages until
+        # it is settled as ambiguous — after this, not the default 5 minutes.
+        AMBIGUOUS_AFTER_SECONDS="3",
     ) as (fake, server):
         await server.start()
         await enter_probe(pool, JUAN_WA)
